@@ -1,0 +1,39 @@
+# rksp-repro: `make reproduce` regenerates results/, `make test` runs the tests.
+# Both create .venv on first use (torch pinned: see README "Environment").
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+PROFILE ?= small
+EXECUTOR ?= local
+DASK_ADDRESS ?=
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: all venv test reproduce bench clean-venv
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e ".[all]"
+	@touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q tests
+
+reproduce: venv
+	$(PY) -m rksp.reproduce --profile $(PROFILE) --executor $(EXECUTOR) $(if $(DASK_ADDRESS),--dask-address $(DASK_ADDRESS),)
+
+bench: venv
+	OMP_NUM_THREADS=2 $(PY) benchmarks/run_all.py
+
+clean-venv:
+	rm -rf $(VENV)

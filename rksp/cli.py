@@ -1,0 +1,144 @@
+"""Command line: ``rksp profile ...`` and ``rksp sweep CONFIG.yaml``.
+
+Bad input prints one line ``rksp: error: ...`` and exits with status 2; no
+partial output file is left behind (outputs are written to a temporary file
+and renamed only once complete).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import RKSPInputError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, status 2
+        raise RKSPInputError(message)
+
+
+def _atomic_write(path: str, write) -> None:
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise RKSPInputError(f"output directory does not exist: {path.parent}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _load_npz(path: str):
+    import numpy as np
+    if not os.path.exists(path):
+        raise RKSPInputError(f"no such file: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise RKSPInputError(f"cannot read {path} as .npz: {exc}") from None
+    if "hidden" not in getattr(data, "files", []):
+        names = ", ".join(getattr(data, "files", [])) or "none"
+        raise RKSPInputError(f"{path}: expected an array named 'hidden' of shape (L+1, N, d); found: {names}")
+    return data["hidden"]
+
+
+def _profile_cmd(args) -> int:
+    from .profiling import profile, profile_hidden
+    if bool(args.snapshots) == bool(args.hf):
+        raise RKSPInputError("give exactly one of --snapshots FILE.npz or --hf NAME_OR_PATH")
+    if args.n_snapshots is not None and args.n_snapshots < 2:
+        raise RKSPInputError(f"--n-snapshots must be >= 2, got {args.n_snapshots}")
+    progress = None if not args.quiet else False
+    if args.snapshots:
+        hidden = _load_npz(args.snapshots)
+        prof = profile_hidden(hidden, eps=args.eps, kreiss=not args.no_kreiss, progress=progress,
+                              meta={"source": str(args.snapshots)})
+    else:
+        from .hf import load_hf, prompt_inputs, read_prompts
+        loaded = load_hf(args.hf, random_init=args.random_init, seed=args.seed)
+        inputs, desc = prompt_inputs(loaded, read_prompts(args.prompts), repeats=args.repeats,
+                                     max_length=args.max_length, seed=args.seed)
+        prof = profile(loaded.model, inputs, n_snapshots=args.n_snapshots, seed=args.seed, eps=args.eps,
+                       kreiss=not args.no_kreiss, progress=progress,
+                       meta={"model": loaded.name, "weights": loaded.label, "inputs": desc})
+    if args.format == "json":
+        text = prof.to_json()
+    elif args.format == "csv":
+        text = prof.layers.to_csv(index=False)
+    else:
+        text = _table(prof)
+    if args.out:
+        _atomic_write(args.out, lambda p: Path(p).write_text(text))
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if args.plot:
+        _atomic_write(args.plot, lambda p: prof.plot(path=p, format=Path(args.plot).suffix.lstrip(".") or "png")
+                      if False else prof.plot().savefig(p, dpi=110, format=Path(args.plot).suffix.lstrip(".") or "png"))
+    return 0
+
+
+def _table(prof) -> str:
+    cols = ["layer", "m_near_unit", "m_expansive", "m_contractive", "m_mid", "rho", "kappa", "eta_nl",
+            "kreiss", "resdmd_kept", "flags"]
+    df = prof.layers[cols]
+    s = prof.summary
+    head = "  ".join(f"{k}={v}" for k, v in prof.meta.items() if k in ("model", "weights", "source", "inputs"))
+    lines = [head, df.to_string(index=False, float_format=lambda v: f"{v:.4g}"),
+             f"score (mean M~1) = {s['score']:.4f}   rho max = {s['rho_max']:.4g}   "
+             f"kappa mean = {s['kappa_mean']:.4g}   eta_nl mean = {s['eta_nl_mean']:.4g}   "
+             f"ResDMD kept mean = {s['resdmd_kept_mean']:.3f}   flagged layers = {s['n_flagged']}"]
+    return "\n".join(ln for ln in lines if ln)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="rksp", description="Residual Koopman Spectral Profiling (arXiv 2602.22988)")
+    sub = p.add_subparsers(dest="cmd", parser_class=_Parser)
+    pp = sub.add_parser("profile", help="spectral profile of a model or of dumped snapshots")
+    src = pp.add_argument_group("source (one of)")
+    src.add_argument("--snapshots", metavar="FILE.npz", help="npz with array 'hidden' of shape (L+1, N, d)")
+    src.add_argument("--hf", metavar="NAME_OR_PATH", help="transformers model id, local dir, or all-MiniLM-L6-v2")
+    pp.add_argument("--random-init", action="store_true", help="random weights from the model's config")
+    pp.add_argument("--prompts", help="prompt file, one per line (default data/prompts.txt)")
+    pp.add_argument("--repeats", type=int, default=4, help="each prompt repeated (default 4: 8 x 4 = 32)")
+    pp.add_argument("--max-length", type=int, default=64, help="token cap per prompt (default 64)")
+    pp.add_argument("--n-snapshots", type=int, default=2048, help="token states per transition (default 2048)")
+    pp.add_argument("--seed", type=int, default=0)
+    pp.add_argument("--eps", type=float, default=1e-5, help="whitening ridge (default 1e-5)")
+    pp.add_argument("--no-kreiss", action="store_true", help="skip the Kreiss constant")
+    pp.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    pp.add_argument("--out", help="write the output here instead of stdout")
+    pp.add_argument("--plot", help="also save the profile figure (png/pdf/svg)")
+    pp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ps = sub.add_parser("sweep", help="run a sweep of training runs from a YAML config", add_help=False)
+    ps.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sweep"]:
+        from .sweep import cli_main
+        return cli_main(argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+        if args.cmd == "profile":
+            return _profile_cmd(args)
+        build_parser().print_help()
+        return 2
+    except RKSPInputError as exc:
+        print(f"rksp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rksp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Every numeric default of RKSP/KSS in one place.
+
+Values the paper states are marked (paper); values it leaves open are our
+choices, marked (ours) and explained in README "Choices beyond the paper"
+(and ../shared/paper/NOTES.md). Change one only with a reason recorded there.
+"""
+
+# --- whitening / DMD (Eqs. 7-9) -------------------------------------------
+WHITEN_EPS = 1e-5          # (paper) ridge added to the covariance before the inverse sqrt
+N_SNAPSHOTS = 2048         # (paper) token states per transition
+SNAPSHOT_SEED = 0          # (ours) seed of the token subsampling generator
+
+# --- spectral mass bins (Def. 1, Eqs. 11-13) ---------------------------------
+EPS_U = 0.05               # (paper) expansive: |lambda| > 1 + EPS_U = 1.05
+EPS_N = 0.10               # (paper) near-unit: 0.90 <= |lambda| <= 1.05
+DELTA_C = 0.20             # (paper) contractive: |lambda| < 0.80
+
+# --- nonlinearity ratio (Eq. 5) and ResDMD (Eq. 10) ---------------------------
+ETA_EPS = 1e-8             # (ours) epsilon_nl in the denominator of Eq. 5
+RESDMD_EPS = 1e-12         # (ours) epsilon_r in Eq. 10; left eigenvectors are unit-norm
+RESDMD_TAU = 0.1           # (paper) modes with r_j > tau are filtered as spurious
+
+# --- degeneracy flags (ours) -------------------------------------------------
+ZERO_UPDATE_RTOL = 1e-6    # ||Y~ - X~||_F <= rtol * ||X~||_F  -> flag "zero_update" (ReZero/Fixup)
+
+# --- Kreiss constant (ours: paper defines it, never reports it) ---------------
+KREISS_SCALE_BY_RADIUS = True   # K(A / max(rho, 1)): transient growth apart from the radius
+KREISS_POWER_ITERS = 12         # power iterations per resolvent-norm evaluation
+KREISS_REFINE_ROUNDS = 6        # pattern-search refinement rounds around the best points
+
+# --- randomized DMD (Erichson et al. 2019) ----------------------------------
+RDMD_RANK = 32             # (paper) r
+RDMD_OVERSAMPLE = 10       # (ours)
+RDMD_POWER_ITERS = 2       # (ours)
+
+# --- KSS (Def. 2, Eqs. 14-15) -------------------------------------------------
+KSS_ALPHA = 0.15           # (paper) main result
+KSS_T = 20.0               # (paper) sigmoid temperature
+KSS_TAU_U = 1.05           # (paper)
+KSS_TAU_L = 0.90           # (paper)
+KSS_GAMMA = 0.4            # (ours) paper: gamma in [0.3, 0.5]
+KSS_BETA = 1.0             # (ours) paper: not stated
+KSS_EVERY = 10             # (ours) paper: every 10-20 steps
+KSS_LAYER_FRACTION = 0.5   # (paper) random 50% of layers per application
+
+# --- divergence label (Sec. 3.1) ---------------------------------------------
+DIVERGE_LOSS = 50.0        # (paper)
+DIVERGE_GRAD_NORM = 500.0  # (paper); a non-finite loss or gradient also counts (ours)
+
+# --- gradient baselines (Table 2) -------------------------------------------
+SPIKE_FACTOR = 1.5         # (ours) loss spike: loss > 1.5 x median of previous 20 steps
+SPIKE_WINDOW = 20          # (ours)
+
+# --- statistics ---------------------------------------------------------------
+BOOTSTRAP_RESAMPLES = 1000  # (paper)
+ECE_BINS = 10               # (ours)
+SEEDS = (42, 123, 456)      # (paper)
+LR_GRID = (1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 5e-3, 8e-3, 1e-2)  # (ours)
+MAX_LR_DIVERGENCE = 0.20    # (paper) "stable" = < 20% of trials diverged

