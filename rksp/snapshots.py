@@ -8,7 +8,8 @@ that column i of X_l and of Y_l belong to the same token.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import contextlib
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -96,6 +97,59 @@ def _first_tensor(obj):
     return None
 
 
+def block_input(args, kwargs, mod=None) -> torch.Tensor:
+    """The residual-stream tensor entering a block (positional, or HF's ``hidden_states`` kwarg)."""
+    h = _first_tensor(args) if args else None
+    if h is None and kwargs:
+        hs = kwargs.get("hidden_states")
+        h = hs if isinstance(hs, torch.Tensor) else _first_tensor(kwargs)
+    if h is None:
+        raise RKSPInputError(f"cannot find the residual-stream input of block 0 ({type(mod).__name__})")
+    return h
+
+
+@contextlib.contextmanager
+def residual_states(model: nn.Module, blocks=None, *, detach: bool = False,
+                    enabled: Callable[[], bool] | None = None):
+    """Record ``[h_0, ..., h_L]`` during each forward pass inside the ``with`` block.
+
+    Yields a list that, after a forward pass, holds the input of block 0 and
+    every block's output (tensors keep their autograd graph unless
+    ``detach=True``); a new forward pass replaces the contents. ``enabled``,
+    if given, is asked at the start of each forward pass; when it returns
+    False nothing is recorded for that pass. Hooks are removed on exit.
+    """
+    block_list = find_blocks(model, blocks)
+    hs: list[torch.Tensor] = []
+    armed = {"on": True}
+
+    def pre(mod, args, kwargs):
+        hs.clear()
+        armed["on"] = enabled is None or bool(enabled())
+        if armed["on"]:
+            h = block_input(args, kwargs, mod)
+            hs.append(h.detach() if detach else h)
+
+    def make_post(i):
+        def post(mod, args, out):
+            if not armed["on"]:
+                return
+            h = _first_tensor(out)
+            if h is None:
+                raise RKSPInputError(f"block {i} ({type(mod).__name__}) returned no tensor")
+            if len(hs) == i + 1:
+                hs.append(h.detach() if detach else h)
+        return post
+
+    handles = [block_list[0].register_forward_pre_hook(pre, with_kwargs=True)]
+    handles += [b.register_forward_hook(make_post(i)) for i, b in enumerate(block_list)]
+    try:
+        yield hs
+    finally:
+        for hd in handles:
+            hd.remove()
+
+
 def _call(model: nn.Module, inputs):
     if isinstance(inputs, dict):
         return model(**inputs)
@@ -145,12 +199,7 @@ def capture_hidden(model: nn.Module, inputs, n_snapshots: int | None = defaults.
         return flat.index_select(0, chosen["idx"]).detach().to(device=device or flat.device, dtype=dtype)
 
     def pre_hook(mod, args, kwargs):
-        h = _first_tensor(args) if args else None
-        if h is None:
-            h = _first_tensor(kwargs)
-        if h is None:
-            raise RKSPInputError(f"cannot find the residual-stream input of block 0 ({type(mod).__name__})")
-        states[0] = select(h)
+        states[0] = select(block_input(args, kwargs, mod))
 
     def make_hook(i):
         def hook(mod, args, out):
