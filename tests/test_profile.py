@@ -208,14 +208,16 @@ def test_cli_hf_random_init_from_local_config(tmp_path):
     (lambda p: np.savez(p, hidden=np.zeros((1, 10, 4))), "at least 2"),
     (lambda p: p.write_text("not an npz"), "cannot read"),
 ])
-def test_cli_bad_inputs_exit_2_without_partial_output(tmp_path, make, msg):
+def test_cli_bad_inputs_exit_2_without_partial_output(tmp_path, capsys, make, msg):
+    from rksp.cli import main
     f = tmp_path / "in.npz"
     make(f)
     out = tmp_path / "out.json"
-    r = _cli("profile", "--snapshots", str(f), "--format", "json", "--out", str(out), "-q")
-    assert r.returncode == 2
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("rksp: error:") and msg in lines[0], r.stderr
+    code = main(["profile", "--snapshots", str(f), "--format", "json", "--out", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("rksp: error:") and msg in lines[0], err
     assert not out.exists() and not list(tmp_path.glob(".out.json*"))
 
 
