@@ -164,10 +164,22 @@ OPTIMIZERS: Dict[str, Union[OptimizerFactory, str]] = {
     'adamw': _make_adamw,
     'adam': _make_adam,
     'sgd': _make_sgd,
+    'lion': 'rksp.optim:make_lion',
+    'lamb': 'rksp.optim:make_lamb',
 }
 
 # name -> factory(**kwargs) -> TrainHooks, or a lazy 'package.module:factory' string
-HOOKS: Dict[str, Union[Callable[..., Any], str]] = {}
+HOOKS: Dict[str, Union[Callable[..., Any], str]] = {
+    'sam': 'rksp.optim:SAMHooks',
+    'mup': 'rksp.optim:MuPHooks',
+    'kss': 'rksp.stabilizers:KSSHooks',
+    'spectral_norm': 'rksp.stabilizers:SpectralNormHooks',
+    'weight_norm': 'rksp.stabilizers:WeightNormHooks',
+    'grad_penalty': 'rksp.stabilizers:GradPenaltyHooks',
+    'random_l2': 'rksp.stabilizers:RandomL2Hooks',
+    'jacobian_penalty': 'rksp.stabilizers:JacobianPenaltyHooks',
+    'activation_variance': 'rksp.stabilizers:ActivationVarianceHooks',
+}
 
 
 def register_optimizer(name: str, factory: Optional[Union[OptimizerFactory, str]] = None):

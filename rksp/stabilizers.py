@@ -1,0 +1,720 @@
+"""KSS and the paper's baselines as training-harness hooks, and the method table.
+
+Each method is a `rksp.train.TrainHooks` factory registered by name, so a config
+given as JSON can use it:
+
+    TrainConfig(hooks=[{'target': 'kss', 'kwargs': {'alpha': 0.15}}])
+    apply_method(base_cfg_dict, 'KSS α=0.15')        # the same, from the table row name
+
+Hooks (name -> class; keyword arguments in brackets, defaults from `rksp.defaults`):
+
+  kss                  KSSHooks [alpha=0.15, every=10, layer_fraction=0.5, rank=32, gamma=0.4,
+                       beta=1.0, unstable=True, near_unit=True, n_snapshots=2048, seed=None,
+                       and every other `rksp.kss.KSSConfig` field]. KSS (paper Def. 2) through
+                       the harness: `needs_hidden = kss.wants`, `extra_loss = kss(h_0..h_L, step)`
+                       (alpha * mean layer loss on steps with step % every == 0, an exact 0
+                       otherwise). `unstable=False` / `near_unit=False` give Table 6's
+                       "near-unit only" / "unstable only" ablations. `record['extras']['kss']`:
+                       the log summary (`kss_log_summary`: n_applications (distinct steps; with SAM
+                       each step evaluates KSS twice, n_evaluations), m_soft_mean, unstable_mean,
+                       near_unit_mean, total_mean, seconds_total, per-evaluation curve, config).
+                       Each generic regularizer below leaves extras[name] = {lam, every,
+                       n_applications, penalty_mean (unweighted), seconds_total, curve}.
+  spectral_norm        SpectralNormHooks [n_power_iterations=1]. Miyato et al. 2018 via
+                       `torch.nn.utils.parametrizations.spectral_norm` on every nn.Linear inside the
+                       residual blocks (`rksp.snapshots.find_blocks`): for the GPT these are, per block,
+                       attn.c_attn (fused q,k,v; its sigma_max over the stacked 3d x d matrix),
+                       attn.c_proj, mlp.c_fc and mlp.c_proj. Embeddings, the (tied) head and the norms
+                       are untouched. W is replaced by W / sigma_max(W) (sigma_max from one power
+                       iteration per training forward, 15 at wrapping), so at init the branch weights
+                       are rescaled from sigma ~ 0.02-0.1 to sigma = 1: that is the method, not a bug.
+  weight_norm          WeightNormHooks [dim=0]. Salimans & Kingma 2016 via
+                       `torch.nn.utils.parametrizations.weight_norm` on the same Linear layers:
+                       W = g * V / ||V|| (row norms, one g per output unit); the function at init is
+                       unchanged. (g has shape (out, 1), so the harness's weight-decay rule -- decay
+                       tensors with >= 2 dims -- decays g and V alike.)
+  grad_penalty         GradPenaltyHooks [lam=0.1, every=10]. Input-gradient penalty ("double
+                       backprop", Drucker & LeCun 1992) -- the paper names it (Table 4, lambda = 0.1)
+                       without defining it. Ours: lam * mean_b ||d loss_b / d h_0^(b)||^2, the squared
+                       L2 norm of the gradient of each sequence's task loss w.r.t. its input
+                       embeddings h_0 (token + position embedding, the input of block 0), averaged
+                       over the batch; computed as B * ||d L / d h_0||_F^2 with L the batch-mean task
+                       loss (sequences do not interact, so the two are equal), with create_graph=True
+                       so its gradient reaches every parameter. Applied on the KSS schedule (every 10
+                       steps): an every-step double backward costs ~ +150% per step, which cannot be
+                       the paper's 6.4% overhead; `every=1` gives the textbook every-step version.
+  random_l2            RandomL2Hooks [lam=0.15, every=10, layer_fraction=0.5]. Table 6 "Random l2 on
+                       residuals": lam * mean_{l in S} mean(h_l ** 2), S a fresh random
+                       ceil(layer_fraction * L) subset of the block outputs h_1..h_L ("random" = the
+                       layer subset, as in KSS), mean(h ** 2) = ||h||^2 / d averaged over tokens.
+  jacobian_penalty     JacobianPenaltyHooks [lam=0.15, every=10, layer_fraction=0.5, n_probes=1].
+                       Table 6 "Jacobian penalty": lam * mean_{l in S} ||J_l||_F^2 / (n_tokens * d),
+                       J_l = d h_{l+1} / d h_l of block l over the batch (all tokens, cross-token
+                       attention terms included), S a random half of the L transitions; ||J||_F^2 by
+                       Hutchinson's estimator E_v ||J^T v||^2, v ~ N(0, I), one probe per sampled layer,
+                       J^T v a vector-Jacobian product with create_graph=True
+                       (`hutchinson_frobenius_sq`). Normalized so an identity block scores 1.
+  activation_variance  ActivationVarianceHooks [lam=0.15, every=10, layer_fraction=0.5]. Table 6
+                       "Activation variance reg.": lam * mean_{l in S} (log v_l - log v_0)^2 with
+                       v_l = mean over channels of the per-channel variance of h_l over the batch's
+                       tokens, v_0 that of h_0 (detached: the target, not moved by the penalty), S a
+                       random half of h_1..h_L. It keeps the activation scale constant with depth
+                       ("distribution control"); the alternative "variance -> 1" is not used because
+                       the GPT's embeddings have variance ~ 1e-3 (init std 0.02) and it would first
+                       inflate every layer.
+
+Choices (README "Choices beyond the paper"): the Table 6 generic regularizers run on KSS's
+schedule (every 10 steps, a fresh random half of the layers, the current training batch),
+as the paper matches them to KSS's overhead (~11%); their weights are not tuned: each is
+lam = 0.15 (= KSS's alpha) on a per-element-normalized quantity (O(1) at init for the
+Jacobian, ~0 at init for the variance term, mean(h^2) ~ 1e-3 at init for l2). Every
+schedule's random stream (layers, token subsets, probes) is seeded from the run's seed
+(`seed=None`) so trials differ; give `seed=int` to fix it. The double-backward methods
+(grad_penalty, jacobian_penalty) run the model's attention with PyTorch's math SDPA kernel on
+their application steps (the fused flash / memory-efficient kernels have no double backward).
+
+`METHODS` maps the paper's table row names (Tables 3, 4, 6, 13, 14 and the KSS alpha sweep)
+to TrainConfig overrides; `ALIASES` maps other spellings of the same rows; `TABLES` lists
+each table's rows. The optimizer rows (SAM, Lion, LAMB, muP) come from
+`rksp.optim.method_overrides`. `apply_method(base, name)` merges a row into a config dict
+(hooks are appended, dict fields merged, scalars replaced) and validates it.
+`grad_clip` needs no hook: it is a TrainConfig field (rows 'Grad clip 0.5' / 'Grad clip 1.0').
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections import OrderedDict
+from dataclasses import fields as dc_fields
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from . import defaults
+from .errors import RKSPInputError
+from .kss import KSS, KSSConfig
+from .snapshots import find_blocks
+from .train import (ConfigError, StepOutputs, TrainConfig, TrainHooks, _derive, register_hooks,
+                    resolve_hooks)
+
+__all__ = [
+    'KSSHooks', 'SpectralNormHooks', 'WeightNormHooks', 'GradPenaltyHooks', 'RandomL2Hooks',
+    'JacobianPenaltyHooks', 'ActivationVarianceHooks', 'kss_log_summary', 'hutchinson_frobenius_sq',
+    'block_linears', 'METHODS', 'ALIASES', 'TABLES', 'KSS_ALPHA_SWEEP', 'apply_method', 'method_config',
+    'canonical_method', 'merge_overrides', 'HOOK_NAMES', 'GENERIC_LAMBDA', 'GRAD_PENALTY_LAMBDA',
+]
+
+# --- defaults of the baselines (ours unless marked) ---------------------------------------
+GRAD_PENALTY_LAMBDA = 0.1      # (paper, Table 4) "Gradient penalty, lambda = 0.1"
+GENERIC_LAMBDA = 0.15          # (ours) Table 6 generic regularizers: lam = KSS's alpha
+KSS_ALPHA_SWEEP = (0.01, 0.05, 0.10, 0.15, 0.20)   # (paper) alpha sweep
+
+_KSS_FIELDS = tuple(f.name for f in dc_fields(KSSConfig))
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_lam(name: str, lam) -> float:
+    if not _is_num(lam) or lam < 0:
+        raise ConfigError(f"{name}: lam must be a finite number >= 0, got {lam!r}")
+    return float(lam)
+
+
+def _check_schedule(name: str, every, layer_fraction) -> None:
+    if not _is_int(every) or every < 1:
+        raise ConfigError(f"{name}: every must be an integer >= 1 (apply every k steps), got {every!r}")
+    if not _is_num(layer_fraction) or not 0.0 < layer_fraction <= 1.0:
+        raise ConfigError(f"{name}: layer_fraction must be in (0, 1], got {layer_fraction!r}")
+
+
+def _check_seed(name: str, seed) -> None:
+    if seed is not None and not _is_int(seed):
+        raise ConfigError(f"{name}: seed must be None (derived from the run seed) or an integer, got {seed!r}")
+
+
+def _model_width(model: nn.Module) -> Optional[int]:
+    conf = getattr(model, 'config', None)
+    for attr in ('d_model', 'hidden_size', 'n_embd', 'embed_dim'):
+        v = getattr(conf, attr, None)
+        if _is_int(v):
+            return v
+    return None
+
+
+def block_linears(model: nn.Module) -> List[tuple]:
+    """(qualified name, module) of every nn.Linear inside the model's residual blocks."""
+    blocks = find_blocks(model)
+    block_ids = {id(b): i for i, b in enumerate(blocks)}
+    prefix = {}
+    for name, mod in model.named_modules():
+        if id(mod) in block_ids:
+            prefix[id(mod)] = name
+    out = []
+    for b in blocks:
+        for sub_name, mod in b.named_modules():
+            if isinstance(mod, nn.Linear):
+                out.append((f"{prefix.get(id(b), 'block')}.{sub_name}".rstrip('.'), mod))
+    return out
+
+
+# ----------------------------------------------------------------------------- KSS
+
+def kss_log_summary(log: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Summary of a `KSS.log`: counts, means over evaluations (each the mean over its layers)
+    of m_soft / unstable term / near-unit term / spectral radius / expansive mass, the mean
+    weighted KSS term (alpha * mean layer loss), seconds of the KSS forward computation
+    (eigenvalues and loss; the extra backward is not timed), and per-evaluation curves."""
+    done = [e for e in log if 'skipped' not in e]
+
+    def mean_of(key):
+        vals = [sum(e[key]) / len(e[key]) for e in done if e.get(key)]
+        return sum(vals) / len(vals) if vals else None
+
+    curve = {'step': [e['step'] for e in done],
+             'm_soft': [sum(e['m_soft']) / len(e['m_soft']) for e in done],
+             'unstable': [sum(e['unstable']) / len(e['unstable']) for e in done],
+             'near_unit': [sum(e['near_unit']) / len(e['near_unit']) for e in done],
+             'total': [e['total'] for e in done]}
+    secs = [e.get('seconds', 0.0) for e in log]
+    return {
+        'n_applications': len({e['step'] for e in done}),   # distinct steps
+        'n_evaluations': len(done),    # > n_applications when a step evaluates KSS twice (SAM)
+        'n_skipped': len(log) - len(done),
+        'skipped_steps': [e['step'] for e in log if 'skipped' in e],
+        'm_soft_mean': mean_of('m_soft'),
+        'unstable_mean': mean_of('unstable'),
+        'near_unit_mean': mean_of('near_unit'),
+        'rho_mean': mean_of('rho'),
+        'expansive_mass_mean': mean_of('expansive_mass'),
+        'total_mean': (sum(e['total'] for e in done) / len(done)) if done else None,
+        'm_soft_last': curve['m_soft'][-1] if done else None,
+        'nonfinite_grad_zeroed': sum(bool(e.get('nonfinite_grad_zeroed')) for e in log),
+        'seconds_total': float(sum(secs)),
+        'seconds_mean': float(sum(secs) / len(secs)) if secs else None,
+        'curve': curve,
+    }
+
+
+class KSSHooks(TrainHooks):
+    """KSS (paper Def. 2) through the harness; see the module docstring."""
+
+    name = 'kss'
+
+    def __init__(self, alpha: float = defaults.KSS_ALPHA, every: int = defaults.KSS_EVERY,
+                 layer_fraction: float = defaults.KSS_LAYER_FRACTION, rank: int = defaults.RDMD_RANK,
+                 gamma: float = defaults.KSS_GAMMA, beta: float = defaults.KSS_BETA,
+                 unstable: bool = True, near_unit: bool = True, seed: Optional[int] = None, **more):
+        bad = sorted(set(more) - set(_KSS_FIELDS))
+        if bad:
+            raise ConfigError(f"kss: unknown keyword(s) {bad}; valid: {', '.join(_KSS_FIELDS)}")
+        _check_seed('kss', seed)
+        kw = dict(alpha=alpha, every=every, layer_fraction=layer_fraction, rank=rank, gamma=gamma,
+                  beta=beta, unstable=unstable, near_unit=near_unit, **more)
+        try:
+            config = KSSConfig(seed=0 if seed is None else seed, **kw)
+        except RKSPInputError as e:
+            raise ConfigError(f"kss: {e}") from e
+        self.kss = KSS(config)
+        self._seed = seed
+
+    @property
+    def config(self) -> KSSConfig:
+        return self.kss.config
+
+    def transform_model(self, model, cfg):
+        d = _model_width(model)
+        if d is not None and self.config.rank > d:
+            raise ConfigError(f"kss: rank r = {self.config.rank} exceeds the model's hidden size d = {d}; "
+                              "lower the rank (kwargs {'rank': ...})")
+        if self._seed is None:
+            self.kss.generator.manual_seed(_derive(cfg.seed, 'kss') % (2 ** 63))
+        return model
+
+    def needs_hidden(self, step):
+        return self.kss.wants(step)
+
+    def extra_loss(self, model, batch, outputs: StepOutputs, step):
+        if not self.kss.wants(step):
+            return torch.zeros((), device=outputs.loss.device, dtype=outputs.loss.dtype)
+        if outputs.hidden is None:
+            raise RuntimeError(f"kss: step {step} is an application step but no hidden states were captured")
+        return self.kss(outputs.hidden, step)
+
+    def on_end(self, record, model):
+        s = kss_log_summary(self.kss.log)
+        s['config'] = self.config.to_dict()
+        s['seed_derived_from_run'] = self._seed is None
+        record['extras']['kss'] = s
+
+
+# ----------------------------------------------------------------------------- parametrizations
+
+class SpectralNormHooks(TrainHooks):
+    """Spectral normalization of every Linear in the residual blocks (module docstring)."""
+
+    name = 'spectral_norm'
+
+    def __init__(self, n_power_iterations: int = 1):
+        if not _is_int(n_power_iterations) or n_power_iterations < 1:
+            raise ConfigError(f"spectral_norm: n_power_iterations must be an integer >= 1, "
+                              f"got {n_power_iterations!r}")
+        self.n_power_iterations = n_power_iterations
+        self.layers: List[str] = []
+
+    def transform_model(self, model, cfg):
+        from torch.nn.utils.parametrizations import spectral_norm
+        lins = block_linears(model)
+        if not lins:
+            raise ConfigError("spectral_norm: no nn.Linear inside the model's residual blocks")
+        for name, lin in lins:
+            spectral_norm(lin, 'weight', n_power_iterations=self.n_power_iterations)
+        self.layers = [n for n, _ in lins]
+        return model
+
+    def on_end(self, record, model):
+        sig = []
+        with torch.no_grad():
+            for _, lin in block_linears(model):
+                w = lin.weight
+                sig.append(float(torch.linalg.matrix_norm(w.detach().float(), 2)))
+        record['extras']['spectral_norm'] = {'layers': self.layers, 'sigma_max_end': sig}
+
+
+class WeightNormHooks(TrainHooks):
+    """Weight normalization of every Linear in the residual blocks (module docstring)."""
+
+    name = 'weight_norm'
+
+    def __init__(self, dim: int = 0):
+        if not _is_int(dim):
+            raise ConfigError(f"weight_norm: dim must be an integer, got {dim!r}")
+        self.dim = dim
+        self.layers: List[str] = []
+
+    def transform_model(self, model, cfg):
+        from torch.nn.utils.parametrizations import weight_norm
+        lins = block_linears(model)
+        if not lins:
+            raise ConfigError("weight_norm: no nn.Linear inside the model's residual blocks")
+        for name, lin in lins:
+            weight_norm(lin, 'weight', dim=self.dim)
+        self.layers = [n for n, _ in lins]
+        return model
+
+    def on_end(self, record, model):
+        record['extras']['weight_norm'] = {'layers': self.layers, 'dim': self.dim}
+
+
+# ----------------------------------------------------------------------------- scheduled regularizers
+
+class _Scheduled(TrainHooks):
+    """Base of the regularizers that run every `every` steps on a random subset of layers.
+
+    Subclasses set `name`, `double_backward` and implement `penalty(outputs) -> tensor`
+    (unweighted); `extra_loss` returns lam * penalty on application steps, an exact 0 otherwise.
+    Double-backward methods run the model's forward on application steps with the math SDPA kernel.
+    """
+
+    name = 'scheduled'
+    double_backward = False
+
+    def __init__(self, lam: float, every: int, layer_fraction: float = defaults.KSS_LAYER_FRACTION,
+                 seed: Optional[int] = None):
+        self.lam = _check_lam(self.name, lam)
+        _check_schedule(self.name, every, layer_fraction)
+        _check_seed(self.name, seed)
+        self.every, self.layer_fraction, self._seed = int(every), float(layer_fraction), seed
+        self.generator = torch.Generator().manual_seed(0 if seed is None else seed)
+        self.steps: List[int] = []
+        self.seconds = 0.0
+        self._armed = False
+        self._sdpa_cm = None
+        self._values: List[torch.Tensor] = []
+
+    # -- schedule
+    def wants(self, step: int) -> bool:
+        return int(step) % self.every == 0
+
+    def pick(self, candidates: Sequence[int]) -> List[int]:
+        """A fresh random ceil(layer_fraction * n) subset of `candidates`, sorted."""
+        n = len(candidates)
+        k = max(1, min(n, math.ceil(self.layer_fraction * n - 1e-9)))
+        idx = torch.randperm(n, generator=self.generator)[:k].tolist()
+        return sorted(candidates[i] for i in idx)
+
+    # -- hooks
+    def transform_model(self, model, cfg):
+        if self._seed is None:
+            self.generator.manual_seed(_derive(cfg.seed, self.name) % (2 ** 63))
+        if self.double_backward:
+            model.register_forward_pre_hook(self._pre_forward)
+            model.register_forward_hook(self._post_forward)
+        return model
+
+    # math SDPA kernel on application steps (double-backward methods only): armed by
+    # before_step, entered by a forward pre-hook on the model in training mode (not the
+    # profile or the evaluation), left by the forward hook
+    def _arm(self, step, model, optimizer, info):
+        self._post_forward(None, None, None)     # a forward that raised never reached its hook
+        self._armed = self.wants(step)
+
+    def _pre_forward(self, mod, args):
+        if self._armed and mod.training and self._sdpa_cm is None:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            self._sdpa_cm = sdpa_kernel([SDPBackend.MATH])
+            self._sdpa_cm.__enter__()
+
+    def _post_forward(self, mod, args, out):
+        if self._sdpa_cm is not None:
+            cm, self._sdpa_cm = self._sdpa_cm, None
+            cm.__exit__(None, None, None)
+
+    def needs_hidden(self, step):
+        return self.wants(step)
+
+    def penalty(self, outputs: StepOutputs) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_loss(self, model, batch, outputs: StepOutputs, step):
+        dev, dt = outputs.loss.device, outputs.loss.dtype
+        if not self.wants(step):
+            return torch.zeros((), device=dev, dtype=dt)
+        if outputs.hidden is None:
+            raise RuntimeError(f"{self.name}: step {step} is an application step but no hidden "
+                               "states were captured")
+        t0 = time.perf_counter()
+        pen = self.penalty(outputs)
+        self.seconds += time.perf_counter() - t0
+        self._values.append(pen.detach().reshape(()))
+        self.steps.append(int(step))
+        return (self.lam * pen).to(dt)
+
+    @property
+    def values(self) -> List[float]:
+        """Unweighted penalty of each application (one host sync)."""
+        return torch.stack(self._values).float().cpu().tolist() if self._values else []
+
+    def on_end(self, record, model):
+        self._post_forward(None, None, None)
+        self._armed = False
+        values = self.values
+        vals = [v for v in values if math.isfinite(v)]
+        record['extras'][self.name] = {
+            'lam': self.lam, 'every': self.every, 'layer_fraction': self.layer_fraction,
+            'n_applications': len(values),
+            'penalty_mean': sum(vals) / len(vals) if vals else None,   # unweighted (without lam)
+            'penalty_last': values[-1] if values else None,
+            'seconds_total': self.seconds,
+            'curve': {'step': self.steps, 'penalty': values},
+        }
+
+
+class GradPenaltyHooks(_Scheduled):
+    """lam * mean_b ||d loss_b / d h_0^(b)||^2 by double backprop (module docstring)."""
+
+    name = 'grad_penalty'
+    double_backward = True
+    before_step = _Scheduled._arm
+
+    def __init__(self, lam: float = GRAD_PENALTY_LAMBDA, every: int = defaults.KSS_EVERY):
+        super().__init__(lam, every, 1.0, seed=0)
+
+    def penalty(self, outputs):
+        h0 = outputs.hidden[0]
+        if not h0.requires_grad:
+            raise RuntimeError("grad_penalty: h_0 carries no graph (is the embedding frozen?)")
+        (g,) = torch.autograd.grad(outputs.loss, h0, create_graph=True)
+        return g.float().pow(2).sum() * h0.shape[0]
+
+
+class RandomL2Hooks(_Scheduled):
+    """lam * mean over a random half of h_1..h_L of mean(h ** 2) (module docstring)."""
+
+    name = 'random_l2'
+
+    def __init__(self, lam: float = GENERIC_LAMBDA, every: int = defaults.KSS_EVERY,
+                 layer_fraction: float = defaults.KSS_LAYER_FRACTION, seed: Optional[int] = None):
+        super().__init__(lam, every, layer_fraction, seed)
+
+    def penalty(self, outputs):
+        hs = outputs.hidden
+        layers = self.pick(list(range(1, len(hs))))
+        return torch.stack([hs[i].float().pow(2).mean() for i in layers]).mean()
+
+
+def hutchinson_frobenius_sq(out: torch.Tensor, inp: torch.Tensor, n_probes: int = 1,
+                            generator: Optional[torch.Generator] = None,
+                            create_graph: bool = True) -> torch.Tensor:
+    """Unbiased estimate of ||d out / d inp||_F^2 (all entries of both tensors):
+    mean over `n_probes` Gaussian probes v of ||J^T v||^2 (vector-Jacobian products)."""
+    if n_probes < 1:
+        raise ValueError(f"n_probes must be >= 1, got {n_probes}")
+    total = None
+    for _ in range(n_probes):
+        v = torch.randn(out.shape, generator=generator, device=generator.device if generator is not None
+                        else out.device, dtype=out.dtype).to(out.device)
+        (u,) = torch.autograd.grad(out, inp, grad_outputs=v, create_graph=create_graph, retain_graph=True)
+        s = u.float().pow(2).sum()
+        total = s if total is None else total + s
+    return total / n_probes
+
+
+class JacobianPenaltyHooks(_Scheduled):
+    """lam * mean over a random half of the transitions of ||dh_{l+1}/dh_l||_F^2 / (n_tokens d),
+    Hutchinson-estimated (module docstring)."""
+
+    name = 'jacobian_penalty'
+    double_backward = True
+    before_step = _Scheduled._arm
+
+    def __init__(self, lam: float = GENERIC_LAMBDA, every: int = defaults.KSS_EVERY,
+                 layer_fraction: float = defaults.KSS_LAYER_FRACTION, n_probes: int = 1,
+                 seed: Optional[int] = None):
+        super().__init__(lam, every, layer_fraction, seed)
+        if not _is_int(n_probes) or n_probes < 1:
+            raise ConfigError(f"jacobian_penalty: n_probes must be an integer >= 1, got {n_probes!r}")
+        self.n_probes = n_probes
+
+    def penalty(self, outputs):
+        hs = outputs.hidden
+        layers = self.pick(list(range(len(hs) - 1)))
+        vals = []
+        for l in layers:
+            x, y = hs[l], hs[l + 1]
+            if not x.requires_grad:
+                raise RuntimeError(f"jacobian_penalty: h_{l} carries no graph")
+            est = hutchinson_frobenius_sq(y, x, self.n_probes, generator=self.generator)
+            vals.append(est / x.numel())        # numel = n_tokens * d: an identity block gives 1
+        return torch.stack(vals).mean()
+
+    def on_end(self, record, model):
+        super().on_end(record, model)
+        record['extras'][self.name]['n_probes'] = self.n_probes
+
+
+class ActivationVarianceHooks(_Scheduled):
+    """lam * mean over a random half of h_1..h_L of (log v_l - log v_0)^2 (module docstring)."""
+
+    name = 'activation_variance'
+    EPS = 1e-12
+
+    def __init__(self, lam: float = GENERIC_LAMBDA, every: int = defaults.KSS_EVERY,
+                 layer_fraction: float = defaults.KSS_LAYER_FRACTION, seed: Optional[int] = None):
+        super().__init__(lam, every, layer_fraction, seed)
+
+    @staticmethod
+    def layer_variance(h: torch.Tensor) -> torch.Tensor:
+        """Mean over channels of the per-channel variance over tokens (population, ddof 0)."""
+        x = h.float().reshape(-1, h.shape[-1])
+        return x.var(0, unbiased=False).mean()
+
+    def penalty(self, outputs):
+        hs = outputs.hidden
+        layers = self.pick(list(range(1, len(hs))))
+        log_v0 = torch.log(self.layer_variance(hs[0].detach()) + self.EPS)
+        return torch.stack([(torch.log(self.layer_variance(hs[i]) + self.EPS) - log_v0).square()
+                            for i in layers]).mean()
+
+
+# ----------------------------------------------------------------------------- registry
+
+HOOK_NAMES = {
+    'kss': KSSHooks,
+    'spectral_norm': SpectralNormHooks,
+    'weight_norm': WeightNormHooks,
+    'grad_penalty': GradPenaltyHooks,
+    'random_l2': RandomL2Hooks,
+    'jacobian_penalty': JacobianPenaltyHooks,
+    'activation_variance': ActivationVarianceHooks,
+}
+for _name, _cls in HOOK_NAMES.items():
+    register_hooks(_name, _cls)
+
+
+# ----------------------------------------------------------------------------- method table
+
+_DICT_FIELDS = ('model_cfg', 'optimizer_kwargs', 'data_kwargs')
+
+
+def merge_overrides(*parts: Dict[str, Any]) -> Dict[str, Any]:
+    """Merge override dicts left to right: `hooks` lists are concatenated, the dict fields
+    (model_cfg, optimizer_kwargs, data_kwargs) are merged key by key, other keys replaced."""
+    out: Dict[str, Any] = {}
+    for p in parts:
+        for k, v in (p or {}).items():
+            v = copy.deepcopy(v)
+            if k == 'hooks':
+                out['hooks'] = list(out.get('hooks', [])) + list(v)
+            elif k in _DICT_FIELDS and isinstance(v, dict) and isinstance(out.get(k), dict):
+                out[k] = {**out[k], **v}
+            else:
+                out[k] = v
+    return out
+
+
+def _kss(alpha: float, **kw) -> Dict[str, Any]:
+    return {'hooks': [{'target': 'kss', 'kwargs': {'alpha': alpha, **kw}}]}
+
+
+def _hook(name: str, **kw) -> Dict[str, Any]:
+    return {'hooks': [{'target': name, 'kwargs': kw}]}
+
+
+def _optim(name: str) -> Callable[[Optional[Dict[str, Any]]], Dict[str, Any]]:
+    """Overrides of an optimizer-side row from `rksp.optim.method_overrides` (imported when
+    first needed; importing it registers 'lion', 'lamb', 'sam', 'mup'). Given the base config,
+    its `steps` is passed on (it sets the warmup length of 'lamb_warmup')."""
+    def get(base: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        from .optim import method_overrides
+        steps = (base or {}).get('steps')
+        steps = steps if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1 else None
+        return copy.deepcopy(method_overrides(name, steps=steps))
+    get.__name__ = f'optim:{name}'
+    return get
+
+
+def _combo(*parts) -> Callable[[Optional[Dict[str, Any]]], Dict[str, Any]]:
+    def get(base: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        return merge_overrides(*[p(base) if callable(p) else p for p in parts])
+    return get
+
+
+def _alpha_name(a: float) -> str:
+    return f'KSS α={a:.2f}'
+
+
+# row name -> overrides: a dict, or a callable f(base_cfg or None) -> dict for rows from rksp.optim
+_METHOD_SPECS: List[tuple] = [
+    # Table 3 (and the baseline of every table)
+    ('No control', {}),
+    ('Grad clip 0.5', {'grad_clip': 0.5}),
+    ('Grad clip 1.0', {'grad_clip': 1.0}),
+    *[(_alpha_name(a), _kss(a)) for a in KSS_ALPHA_SWEEP],
+    # Table 4
+    ('Spectral normalization', _hook('spectral_norm')),
+    ('Weight normalization', _hook('weight_norm')),
+    ('Gradient penalty λ=0.1', _hook('grad_penalty', lam=GRAD_PENALTY_LAMBDA)),
+    ('SAM ρ=0.05', _optim('sam_0.05')),
+    ('SAM ρ=0.10', _optim('sam_0.10')),
+    ('Lion', _optim('lion')),
+    ('KSS + SAM (α=0.10, ρ=0.05)', _combo(_optim('sam_0.05'), _kss(0.10))),
+    # Table 14
+    ('LAMB', _optim('lamb')),
+    ('LAMB + warmup', _optim('lamb_warmup')),
+    ('LAMB + KSS', _combo(_optim('lamb'), _kss(defaults.KSS_ALPHA))),
+    # Table 13
+    ('μP', _optim('mup')),
+    ('μP + higher LR', _optim('mup_higher_lr')),
+    ('μP + KSS', _combo(_optim('mup'), _kss(defaults.KSS_ALPHA))),
+    # Table 6
+    ('Random ℓ2 on residuals', _hook('random_l2', lam=GENERIC_LAMBDA)),
+    ('Jacobian penalty', _hook('jacobian_penalty', lam=GENERIC_LAMBDA)),
+    ('Activation variance reg.', _hook('activation_variance', lam=GENERIC_LAMBDA)),
+    ('KSS unstable only', _kss(defaults.KSS_ALPHA, near_unit=False)),
+    ('KSS near-unit only', _kss(defaults.KSS_ALPHA, unstable=False)),
+]
+
+
+class _MethodTable(OrderedDict):
+    """Ordered row name -> overrides (a fresh copy on every read). Rows from rksp.optim are
+    built on first read; `overrides(name, base)` lets them see the base config (run length)."""
+
+    def overrides(self, key, base: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        v = super().__getitem__(key)
+        return v(base) if callable(v) else copy.deepcopy(v)
+
+    def __getitem__(self, key):
+        return self.overrides(key)
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def items(self):
+        return [(k, self[k]) for k in self.keys()]
+
+    def values(self):
+        return [self[k] for k in self.keys()]
+
+
+METHODS: 'OrderedDict[str, Dict[str, Any]]' = _MethodTable(_METHOD_SPECS)
+
+# other spellings of the same rows (the paper's tables name them differently)
+ALIASES: Dict[str, str] = {
+    'AdamW': 'No control',
+    'No stabilization, AdamW': 'No control',
+    'No regularization': 'No control',
+    'Standard init, AdamW': 'No control',
+    'Gradient clipping at 1.0': 'Grad clip 1.0',
+    'AdamW + grad clip': 'Grad clip 1.0',
+    'KSS': _alpha_name(defaults.KSS_ALPHA),
+    'KSS, full': _alpha_name(defaults.KSS_ALPHA),
+    'KSS α=0.1': _alpha_name(0.10),
+    'KSS α=0.2': _alpha_name(0.20),
+    'Gradient penalty, λ=0.1': 'Gradient penalty λ=0.1',
+    'SAM ρ=0.1': 'SAM ρ=0.10',
+    'Lion optimizer': 'Lion',
+    'μP, width transfer': 'μP',
+    'mup': 'μP',
+    'KSS, unstable penalty only': 'KSS unstable only',
+    'KSS, near-unit guidance only': 'KSS near-unit only',
+    'KSS + SAM': 'KSS + SAM (α=0.10, ρ=0.05)',
+}
+
+# each table's rows, in the paper's order, by METHODS name
+TABLES: Dict[str, List[str]] = {
+    'table3': ['No control', 'Grad clip 0.5', 'Grad clip 1.0', 'KSS α=0.10', 'KSS α=0.15', 'KSS α=0.20'],
+    'table4': ['No control', 'Grad clip 1.0', 'Spectral normalization', 'Weight normalization',
+               'Gradient penalty λ=0.1', 'SAM ρ=0.05', 'SAM ρ=0.10', 'Lion', 'KSS α=0.15',
+               'KSS + SAM (α=0.10, ρ=0.05)'],
+    'table6': ['No control', 'Random ℓ2 on residuals', 'Jacobian penalty', 'Activation variance reg.',
+               'KSS unstable only', 'KSS near-unit only', 'KSS α=0.15'],
+    'table13': ['No control', 'μP', 'μP + higher LR', 'KSS α=0.15', 'μP + KSS'],
+    'table14': ['No control', 'Grad clip 1.0', 'LAMB', 'LAMB + warmup', 'Lion', 'KSS α=0.15', 'LAMB + KSS'],
+    'alpha_sweep': [_alpha_name(a) for a in KSS_ALPHA_SWEEP],
+}
+
+
+def canonical_method(name: str) -> str:
+    """The METHODS key of a row name or alias; ConfigError with suggestions if unknown."""
+    if name in METHODS:
+        return name
+    if name in ALIASES:
+        return ALIASES[name]
+    import difflib
+    close = difflib.get_close_matches(name, list(METHODS) + list(ALIASES), n=3)
+    raise ConfigError(f"unknown method {name!r}" + (f" (did you mean {', '.join(map(repr, close))}?)"
+                                                     if close else f"; known: {', '.join(METHODS)}"))
+
+
+def method_config(name: str, base_cfg: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The TrainConfig overrides of a row (a copy); `base_cfg` lets a row depend on the run
+    (only 'LAMB + warmup': its warmup is a quarter of `steps`, rksp.optim)."""
+    return METHODS.overrides(canonical_method(name), base_cfg)
+
+
+def apply_method(base_cfg: Dict[str, Any], name: str, validate: bool = True) -> Dict[str, Any]:
+    """`base_cfg` (a TrainConfig dict) with the row `name`'s overrides merged in
+    (`merge_overrides`: hooks appended after the base's, dict fields merged, scalars replaced).
+    With `validate`, the result is checked as a TrainConfig and its hooks are instantiated
+    once, so bad hook parameters raise ConfigError here, before any run."""
+    if isinstance(base_cfg, TrainConfig):
+        base_cfg = base_cfg.to_dict()
+    out = merge_overrides(base_cfg, method_config(name, base_cfg))
+    if validate:
+        tc = TrainConfig.from_dict(copy.deepcopy(out))
+        try:
+            resolve_hooks(tc.hooks)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"method {name!r}: {e}") from e
+    return out
