@@ -124,8 +124,15 @@ GRAD_BASELINE_STEP = 100   # "gradient norm at step 100", "variance, steps 1-100
 SPIKE_HORIZON = 500        # "loss spike count, steps 1-500"
 
 TASKS = ('recall', 'synthetic_lm', 'wikitext103', 'cifar10')
-MODELS = ('gpt', 'vit')
-_TASK_MODEL = {'recall': 'gpt', 'synthetic_lm': 'gpt', 'wikitext103': 'gpt', 'cifar10': 'vit'}
+# sequence models: (module, config class, model class); all take idx [B, T] -> logits
+SEQ_MODELS = {
+    'gpt': ('rksp.models.gpt', 'GPTConfig', 'GPT'),
+    'moe': ('rksp.models.moe', 'MoEConfig', 'MoEGPT'),
+    'mamba': ('rksp.models.mamba', 'MambaConfig', 'Mamba'),
+    'kan': ('rksp.models.kan', 'KANConfig', 'KANTransformer'),
+}
+MODELS = (*SEQ_MODELS, 'vit')
+_IMAGE_TASKS = ('cifar10',)
 SCHEDULES = ('cosine', 'constant', 'linear')
 
 # fields that may differ between two runs of one config (timings, machine)
@@ -394,16 +401,20 @@ def _is_num(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
+def _seq_model_attr(model: str, which: int):
+    mod, cfg_name, cls_name = SEQ_MODELS[model]
+    return getattr(importlib.import_module(mod), (cfg_name, cls_name)[which])
+
+
 def _model_config_class(model: str):
-    if model == 'gpt':
-        from .models.gpt import GPTConfig
-        return GPTConfig
+    if model in SEQ_MODELS:
+        return _seq_model_attr(model, 0)
     from .models.vit import ViTConfig
     return ViTConfig
 
 
 # fields filled from the data (the user sets the task's fields instead)
-_DATA_MODEL_FIELDS = {'gpt': ('vocab_size',), 'vit': ('img_size', 'in_chans', 'num_classes')}
+_DATA_MODEL_FIELDS = {**{m: ('vocab_size',) for m in SEQ_MODELS}, 'vit': ('img_size', 'in_chans', 'num_classes')}
 
 
 def _validate(c: TrainConfig) -> List[str]:
@@ -412,8 +423,9 @@ def _validate(c: TrainConfig) -> List[str]:
         errs.append(f"unknown task {c.task!r} (valid: {', '.join(TASKS)})")
     if c.model not in MODELS:
         errs.append(f"unknown model {c.model!r} (valid: {', '.join(MODELS)})")
-    elif c.task in TASKS and _TASK_MODEL[c.task] != c.model:
-        errs.append(f"task {c.task!r} needs model {_TASK_MODEL[c.task]!r}, got {c.model!r}")
+    elif c.task in TASKS and (c.task in _IMAGE_TASKS) != (c.model == 'vit'):
+        need = "'vit'" if c.task in _IMAGE_TASKS else f"one of {', '.join(SEQ_MODELS)}"
+        errs.append(f"task {c.task!r} needs model {need}, got {c.model!r}")
     # ints
     for name, lo in (('batch_size', 1), ('warmup_steps', 0), ('eval_every', 0), ('log_every', 1),
                      ('full_log_steps', 0), ('profile_n_snapshots', 2), ('seed', None)):
@@ -480,7 +492,7 @@ def _validate(c: TrainConfig) -> List[str]:
                 errs.append(f"hook {spec!r}: {e}")
     if c.profile_at_init is True and importlib.util.find_spec('rksp.profiling') is None:
         errs.append("profile_at_init=True but rksp.profiling is not available (set profile_at_init: false)")
-    if (c.task in TASKS and c.model in MODELS and _TASK_MODEL[c.task] == c.model
+    if (c.task in TASKS and c.model in MODELS and (c.task in _IMAGE_TASKS) == (c.model == 'vit')
             and isinstance(c.model_cfg, dict) and isinstance(c.data_kwargs, dict)):
         errs.extend(_validate_task_and_model(c))
     return errs
@@ -520,7 +532,7 @@ def _validate_task_and_model(c: TrainConfig) -> List[str]:
             errs.append(f"unknown preset {c.preset!r} (valid: {', '.join(PRESETS)})")
             return errs
     elif c.preset is not None:
-        errs.append("preset applies to model 'gpt' only; give ViT sizes in model_cfg")
+        errs.append(f"preset applies to model 'gpt' only; give {c.model} sizes in model_cfg")
         return errs
     try:
         _model_config(c, data=None)
@@ -635,7 +647,7 @@ def _model_config(c: TrainConfig, data: Optional[TaskData]):
     """The resolved GPTConfig / ViTConfig; with data=None, data-derived fields take
     the values the config implies (used for validation before any data is built)."""
     cls = _model_config_class(c.model)
-    if c.model == 'gpt':
+    if c.model in SEQ_MODELS:
         from .models.gpt import PRESETS
         kw = dict(PRESETS[c.preset]) if c.preset is not None else {}
         kw.update(c.model_cfg)
@@ -664,9 +676,8 @@ def _model_config(c: TrainConfig, data: Optional[TaskData]):
 
 def build_model(c: TrainConfig, data: TaskData) -> Tuple[nn.Module, Dict[str, Any]]:
     mcfg = _model_config(c, data)
-    if c.model == 'gpt':
-        from .models.gpt import GPT
-        model = GPT(mcfg)
+    if c.model in SEQ_MODELS:
+        model = _seq_model_attr(c.model, 1)(mcfg)
     else:
         from .models.vit import build_vit
         model = build_vit(mcfg)
@@ -834,6 +845,8 @@ class StepContext:
         self.loss_fn = loss_fn
         self.device = device
         self.extras = extras        # == record['extras']
+        aux = getattr(model, 'aux_loss', None)
+        self._aux = aux if callable(aux) else None
 
     def forward(self, batch, step: int, need_hidden: Optional[bool] = None):
         x = batch[0]
@@ -850,6 +863,8 @@ class StepContext:
         outputs = StepOutputs(logits, task_loss, hidden)
         extra = self.hooks.extra_loss(self.model, batch, outputs, step) if self.hooks.has_extra else None
         total = task_loss if extra is None else task_loss + extra
+        if self._aux is not None:          # MoE load-balancing term (lambda already applied)
+            total = total + self._aux()
         return task_loss, total, outputs, extra
 
     def default_step(self, step: int, batch):
