@@ -85,9 +85,9 @@ __all__ = ['grid', 'config_hash', 'run', 'run_one', 'load_records', 'record_to_r
 EXECUTORS = ('local', 'dask', 'serial')
 DASK_ADDRESS_ENV = 'RKSP_DASK_ADDRESS'
 
-_KEY_FIELDS = ('task', 'model', 'preset', 'optimizer', 'lr', 'weight_decay', 'batch_size', 'steps',
+_KEY_FIELDS = ('task', 'lm_mode', 'model', 'preset', 'optimizer', 'lr', 'weight_decay', 'batch_size', 'steps',
                'warmup_steps', 'schedule', 'grad_clip', 'seed')
-_MODEL_FIELDS = ('norm', 'd_model', 'n_layer', 'n_head')
+_MODEL_FIELDS = ('norm', 'd_model', 'n_layer', 'n_head', 'n_experts', 'top_k', 'spline_order')
 _RESULT_FIELDS = ('data_name', 'data_is_standin', 'n_params', 'profile_error', 'diverged', 'div_step', 'div_reason',
                   'steps_done', 'final_train_loss', 'val_loss', 'val_acc', 'val_ppl',
                   'grad_norm_step1', 'grad_norm_step100', 'grad_var_1_100', 'loss_spikes_1_500')
