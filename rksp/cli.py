@@ -62,7 +62,10 @@ def _profile_cmd(args) -> int:
                               meta={"source": str(args.snapshots)})
     else:
         from .hf import load_hf, prompt_inputs, read_prompts
-        loaded = load_hf(args.hf, random_init=args.random_init, seed=args.seed)
+        import torch
+        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
+        loaded = load_hf(args.hf, random_init=args.random_init, seed=args.seed, dtype=dtype,
+                         device_map=args.device_map)
         inputs, desc = prompt_inputs(loaded, read_prompts(args.prompts), repeats=args.repeats,
                                      max_length=args.max_length, seed=args.seed)
         prof = profile(loaded.model, inputs, n_snapshots=args.n_snapshots, seed=args.seed, eps=args.eps,
@@ -105,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--snapshots", metavar="FILE.npz", help="npz with array 'hidden' of shape (L+1, N, d)")
     src.add_argument("--hf", metavar="NAME_OR_PATH", help="transformers model id, local dir, or all-MiniLM-L6-v2")
     pp.add_argument("--random-init", action="store_true", help="random weights from the model's config")
+    pp.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                    help="model weights dtype (snapshots are profiled in float64 either way)")
+    pp.add_argument("--device-map", default=None, help="transformers device_map (e.g. 'auto' for a 7B model)")
     pp.add_argument("--prompts", help="prompt file, one per line (default data/prompts.txt)")
     pp.add_argument("--repeats", type=int, default=4, help="each prompt repeated (default 4: 8 x 4 = 32)")
     pp.add_argument("--max-length", type=int, default=64, help="token cap per prompt (default 64)")

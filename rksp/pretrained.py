@@ -691,6 +691,8 @@ def depth_table(profiles, metrics=("eta_nl", "m_near_unit")) -> pd.DataFrame:
 
 # ---- command line ----------------------------------------------------------------------------
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m rksp.pretrained",
                                 description="Profile pretrained LMs (App. D.3 / G) and print the group tables.")
@@ -701,11 +703,17 @@ def main(argv=None) -> int:
     p.add_argument("--no-kreiss", action="store_true")
     p.add_argument("--max-layers", type=int, default=None)
     p.add_argument("--out", default=None, help="write <out>/pretrained_groups.csv and pretrained_summary.csv")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="weights dtype (default float32; bfloat16 for llama-2-7b on a GPU)")
+    p.add_argument("--device-map", default=None, help="transformers device_map, e.g. 'auto' to spread 7B over GPUs")
+    p.add_argument("--local-path", default=None, help="load the weights from this directory instead of the hub")
     args = p.parse_args(argv)
     profs = []
     try:
         for key in args.models:
-            loaded = load_pretrained(key, random_init=args.random_init)
+            loaded = load_pretrained(key, random_init=args.random_init,
+                                     dtype=DTYPES[args.dtype] if args.dtype else None,
+                                     device_map=args.device_map, local_path=args.local_path)
             for text in args.text:
                 prof = profile_pretrained(loaded, args.n_snapshots, text=text, kreiss=not args.no_kreiss,
                                           max_layers=args.max_layers, progress=False)

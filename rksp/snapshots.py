@@ -150,7 +150,25 @@ def residual_states(model: nn.Module, blocks=None, *, detach: bool = False,
             hd.remove()
 
 
+def to_model_device(model: nn.Module, inputs):
+    """Move input tensors to the device of the model's first parameter (accelerate-dispatched
+    models with an ``hf_device_map`` place inputs themselves and are left alone)."""
+    if getattr(model, "hf_device_map", None):
+        return inputs
+    try:
+        dev = next(model.parameters()).device
+    except StopIteration:
+        return inputs
+    move = (lambda t: t.to(dev) if isinstance(t, torch.Tensor) else t)
+    if isinstance(inputs, dict):
+        return {k: move(v) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(move(v) for v in inputs)
+    return move(inputs)
+
+
 def _call(model: nn.Module, inputs):
+    inputs = to_model_device(model, inputs)
     if isinstance(inputs, dict):
         return model(**inputs)
     if isinstance(inputs, (tuple, list)):

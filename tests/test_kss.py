@@ -409,3 +409,19 @@ def test_bad_inputs():
     with pytest.warns(RuntimeWarning, match="non-finite"):
         assert kss(bad, 0).item() == 0.0
     assert kss.log[-1]["skipped"] == "non-finite hidden states"
+
+
+def test_kss_on_timm_vit_through_capture():
+    """KSS works on a timm model (blocks found at `.blocks`), gradients reach every block."""
+    from rksp.models import ViTConfig, build_vit
+    torch.manual_seed(0)
+    vit = build_vit(ViTConfig(d_model=32, n_layer=2, n_head=2, patch_size=8))
+    x = torch.randn(8, 3, 32, 32)
+    k = KSS(alpha=0.15, every=1, layer_fraction=1.0, rank=8, n_snapshots=64)
+    with k.capture(vit, 1):
+        logits = vit(x)
+    loss = logits.logsumexp(-1).mean() + k.loss_from_capture(1)
+    loss.backward()
+    assert k.log and len(k.log[-1]["layers"]) == 2
+    for blk in vit.blocks:
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in blk.parameters())
