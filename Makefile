@@ -28,6 +28,8 @@ venv: $(VENV)/.installed
 
 test: venv
 	$(PY) -m pytest -q tests
+	RKSP_RESULTS=$$(mktemp -d) $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
+	    --nbval-sanitize-with notebooks/sanitize.cfg notebooks
 
 reproduce: venv
 	$(PY) -m rksp.reproduce --profile $(PROFILE) --executor $(EXECUTOR) $(if $(DASK_ADDRESS),--dask-address $(DASK_ADDRESS),)

