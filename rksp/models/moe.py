@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .gpt import LN_EPS, CausalSelfAttention, GPTConfig
+from .gpt import GPT, LN_EPS, CausalSelfAttention, GPTConfig
 
 # block layouts supported for the MoE and KAN transformers (a subset of gpt.NORMS:
 # DeepNorm's init and SubLN's inner norms are defined for dense MLPs only)
@@ -219,12 +219,9 @@ class _TransformerLM(nn.Module):
                 nn.init.normal_(w, mean=0.0, std=std)
         self.head.weight = self.wte.weight  # weight tying (GPT-2)
 
-    def num_params(self, non_embedding: bool = False) -> int:
-        """Parameters (tied head counted once); non_embedding drops wte and wpe."""
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= self.wte.weight.numel() + self.wpe.weight.numel()
-        return n
+    # the same parameter count and forward pass as the dense GPT (no dropout here)
+    num_params = GPT.num_params
+    forward = GPT.forward
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
         """h_0, the input of blocks[0]."""
@@ -232,12 +229,6 @@ class _TransformerLM(nn.Module):
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
         return self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        h = self.embed(idx)
-        for blk in self.blocks:
-            h = blk(h)
-        return self.head(self.ln_f(h))
 
     def aux_loss(self) -> torch.Tensor:
         return torch.zeros((), device=self.wte.weight.device)
