@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
+from .atomic import atomic_write
 from .errors import RKSPInputError
 
 
@@ -24,15 +24,7 @@ def _atomic_write(path: str, write) -> None:
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise RKSPInputError(f"output directory does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, write)
 
 
 def _load_npz(path: str):

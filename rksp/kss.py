@@ -63,7 +63,7 @@ from torch import nn
 from . import defaults
 from .dmd import randomized_dmd_eigvals
 from .errors import RKSPInputError
-from .snapshots import _first_tensor as _state_of, find_blocks, residual_states
+from .snapshots import find_blocks, residual_states
 
 Tensor = torch.Tensor
 

@@ -67,7 +67,6 @@ import itertools
 import json
 import os
 import sys
-import tempfile
 import time
 import traceback
 from datetime import datetime, timezone
@@ -76,6 +75,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
+from .atomic import atomic_write
 from .errors import RKSPInputError
 from .train import ConfigError, TrainConfig, comparable, config_hash, to_jsonable
 
@@ -166,29 +166,11 @@ def validate_configs(configs: Sequence[Union[Dict[str, Any], TrainConfig]]) -> L
 
 def atomic_write_json(path: Union[str, Path], obj: Any) -> None:
     """Write JSON so that `path` is either absent or complete: temp file in the same
-    directory, flush + fsync, os.replace, then fsync the directory (best effort)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w') as f:
+    directory, fsync, os.replace, then fsync the directory (best effort)."""
+    def write(tmp: str) -> None:
+        with open(tmp, 'w') as f:
             json.dump(obj, f, allow_nan=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    atomic_write(path, write, fsync=True)
 
 
 def read_record(path: Union[str, Path]) -> Optional[Dict[str, Any]]:

@@ -83,7 +83,6 @@ names from `HOOKS` or 'package.module:factory' strings, or {'target': ..., 'kwar
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import importlib
