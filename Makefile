@@ -13,7 +13,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: all venv test reproduce bench clean-venv fetch-models pretrained
+.PHONY: all venv test reproduce bench clean-venv fetch-models pretrained smoke-reference
 
 all: test
 
@@ -26,10 +26,21 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# unit tests; then every notebook with the smoke profile under nbval (into a temporary results
+# root); then the fresh smoke tables against the committed results/smoke/tables
 test: venv
-	$(PY) -m pytest -q tests
-	RKSP_RESULTS=$$(mktemp -d) $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
-	    --nbval-sanitize-with notebooks/sanitize.cfg notebooks
+	$(PY) -m pytest -q tests --ignore=tests/test_smoke_tables.py
+	tmp=$$(mktemp -d) && \
+	RKSP_RESULTS=$$tmp $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
+	    --nbval-sanitize-with notebooks/sanitize.cfg notebooks && \
+	RKSP_FRESH_SMOKE=$$tmp/smoke $(PY) -m pytest -q -p no:cacheprovider tests/test_smoke_tables.py
+
+# refresh the committed smoke reference tables after an intended change
+smoke-reference: venv
+	tmp=$$(mktemp -d) && \
+	RKSP_RESULTS=$$tmp $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
+	    --nbval-sanitize-with notebooks/sanitize.cfg notebooks && \
+	rm -rf results/smoke/tables && mkdir -p results/smoke && cp -r $$tmp/smoke/tables results/smoke/tables
 
 reproduce: venv
 	$(PY) -m rksp.reproduce --profile $(PROFILE) --executor $(EXECUTOR) $(if $(DASK_ADDRESS),--dask-address $(DASK_ADDRESS),)

@@ -11,9 +11,11 @@ from .dmd import WhitenedDMD, randomized_dmd_eigvals, whitened_dmd
 from .errors import RKSPInputError
 from .kss import KSS, KSSConfig, kss_layer_loss
 from .profiling import Profile, profile, profile_hidden
+from .risk import RiskModel
 
 __version__ = "0.1.0"
 
 
 __all__ = ["whitened_dmd", "randomized_dmd_eigvals", "WhitenedDMD", "RKSPInputError",
            "profile", "profile_hidden", "Profile", "KSS", "KSSConfig", "kss_layer_loss"]
+__all__ += ["RiskModel"]

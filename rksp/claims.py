@@ -14,7 +14,7 @@ Rules
     Without a CI: *reproduced* iff ``|ours - paper| <= tol`` (distance to the paper interval),
     else *not reproduced*. Always *inconclusive* when ours is NaN or ``n < min_n``.
 :func:`verdict_direction` (an effect has the expected sign)
-    significant = our CI excludes 0, or ``p < alpha``. *reproduced* if significant with the
+    significant = our CI excludes 0 and ``p < alpha`` (either alone when only one is given). *reproduced* if significant with the
     expected sign, *not reproduced* if significant with the opposite sign, else *inconclusive*
     (also when there is neither a CI nor a p-value, or the estimate is NaN).
 :func:`verdict_better_than` ("a beats b", e.g. AUROC of M~1 vs the best gradient baseline)
@@ -151,7 +151,8 @@ def verdict_direction(delta: float, ci: Sequence[float] | None = None, expected_
     want = _sign(expected_sign)
     c = _ci(ci)
     name = "negative" if want < 0 else "positive"
-    head = f"expected {name}; significant if the CI excludes 0 or p < {_g(alpha)}"
+    head = (f"expected {name}; significant if the CI excludes 0 and p < {_g(alpha)} "
+            "(either alone when only one is given)")
     has_p = not _nan(p)
     if c is None and not has_p:
         return Verdict(INCONCLUSIVE, f"{head}: no CI and no p-value (delta {_g(delta)})")
@@ -165,7 +166,8 @@ def verdict_direction(delta: float, ci: Sequence[float] | None = None, expected_
     else:
         return Verdict(INCONCLUSIVE, f"{head}: delta {_g(delta)} has no sign")
     facts = f"delta {_g(delta)}" + (f", CI [{_g(c[0])}, {_g(c[1])}]" if c else "") + (f", p {_g(p)}" if has_p else "")
-    if not (ci_sig or p_sig):
+    significant = (ci_sig and p_sig) if (c is not None and has_p) else (ci_sig or p_sig)
+    if not significant:
         return Verdict(INCONCLUSIVE, f"{head}: {facts}: not significant")
     if got == want:
         return Verdict(REPRODUCED, f"{head}: {facts}: significant, expected sign")
@@ -285,11 +287,12 @@ def _fmt_num(x: Any, digits: int) -> str:
 
 
 def claims_table(claims: Iterable[Claim], digits: int = 4) -> pd.DataFrame:
-    """DataFrame with columns id, claim, paper, ours, ci, verdict, rule (paper / ci as text)."""
+    """DataFrame with columns id, claim, paper, ours, ci, verdict, rule, notes (paper / ci as text)."""
     rows = [{"id": c.id, "claim": c.description, "paper": _fmt_num(c.paper_value, digits),
-             "ours": c.ours, "ci": _fmt_num(c.ours_ci, digits), "verdict": c.verdict, "rule": c.rule}
+             "ours": c.ours, "ci": _fmt_num(c.ours_ci, digits), "verdict": c.verdict, "rule": c.rule,
+             "notes": c.notes}
             for c in claims]
-    return pd.DataFrame(rows, columns=["id", "claim", "paper", "ours", "ci", "verdict", "rule"])
+    return pd.DataFrame(rows, columns=["id", "claim", "paper", "ours", "ci", "verdict", "rule", "notes"])
 
 
 def verdict_counts(claims: Iterable[Claim] | pd.DataFrame) -> dict[str, int]:

@@ -46,6 +46,12 @@ KSS_LAYER_FRACTION = 0.5   # (paper) random 50% of layers per application
 # --- divergence label (Sec. 3.1) ---------------------------------------------
 DIVERGE_LOSS = 50.0        # (paper)
 DIVERGE_GRAD_NORM = 500.0  # (paper); a non-finite loss or gradient also counts (ours)
+# (ours) which gradient the > 500 rule reads. The paper only says "gradient norm". 'task' reads the
+# gradient of the task loss alone, like the loss rule, so a regularizer's own gradient (KSS, MoE
+# balance) is not counted as the model diverging; every record also carries div_step_total_grad,
+# the step at which the 'total' reading (task + extra losses, the gradient applied) would stop.
+DIV_GRAD = 'task'
+DIV_GRAD_CHOICES = ('task', 'total')
 
 # --- gradient baselines (Table 2) -------------------------------------------
 SPIKE_FACTOR = 1.5         # (ours) loss spike: loss > 1.5 x median of previous 20 steps

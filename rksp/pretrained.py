@@ -689,6 +689,139 @@ def depth_table(profiles, metrics=("eta_nl", "m_near_unit")) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+# ---- claims (Table 15 / Table 10 depth trends and values, Fig. 3 scale trend) -----------------------
+
+def is_pretrained(weights) -> bool:
+    """True for every pretrained label (incl. 'pretrained (dequantized 4-bit)'), False for random-init."""
+    return str(weights).startswith(WEIGHTS_PRETRAINED)
+
+
+def evidence_gate(result, weights):
+    """The rule for claims about *pretrained* models: a verdict measured on weights that are not
+    pretrained (``random-init``) is *inconclusive*, whatever the underlying rule gave; the rule
+    text keeps what that rule said. Pretrained evidence passes through unchanged."""
+    from .claims import INCONCLUSIVE, Verdict
+    if is_pretrained(weights):
+        return Verdict(result.verdict, f"{result.rule}; evidence: {weights} weights")
+    return Verdict(INCONCLUSIVE, f"evidence gate: {weights} weights cannot test a claim about pretrained "
+                                 f"models -> inconclusive (the underlying rule gave '{result.verdict}': {result.rule})")
+
+
+def depth_contrast(prof, metric: str, n_groups: int = 3, alpha: float = 0.05) -> dict:
+    """Late - Early layer-group difference of ``metric`` (Tables 10 / 15: thirds of the layers) with a
+    Welch t CI and p over the per-layer values of the two groups. ``dict(delta, lo, hi, p, early,
+    late, n_early, n_late)``; NaN CI / p when a group has < 2 finite layers."""
+    from scipy import stats as _st
+    df = prof.layers if isinstance(prof, Profile) else prof
+    df = df.sort_values("layer") if "layer" in df else df.reset_index(drop=True)
+    parts = np.array_split(np.arange(len(df)), min(n_groups, len(df)))
+    vals = [pd.to_numeric(df[metric].iloc[p], errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
+            .to_numpy(float) for p in (parts[0], parts[-1])]
+    e, l = vals
+    out = dict(delta=float("nan"), lo=float("nan"), hi=float("nan"), p=float("nan"),
+               early=float(e.mean()) if e.size else float("nan"), late=float(l.mean()) if l.size else float("nan"),
+               n_early=int(e.size), n_late=int(l.size))
+    if e.size and l.size:
+        out["delta"] = out["late"] - out["early"]
+    if e.size >= 2 and l.size >= 2:
+        ve, vl = e.var(ddof=1) / e.size, l.var(ddof=1) / l.size
+        se = math.sqrt(ve + vl)
+        if se > 0:
+            df_w = (ve + vl) ** 2 / (ve ** 2 / (e.size - 1) + vl ** 2 / (l.size - 1))
+            half = float(_st.t.ppf(1 - alpha / 2, df_w)) * se
+            out.update(lo=out["delta"] - half, hi=out["delta"] + half,
+                       p=float(2 * _st.t.sf(abs(out["delta"]) / se, df_w)))
+    return out
+
+
+# paper's Late - Early differences per model (Table 15 GPT-2 124M / 355M, Table 10 LLaMA-2-7B)
+def _paper_depth_delta(key, metric):
+    rows = [r for r in PAPER_TABLE15 + PAPER_TABLE10 if r["key"] == key]
+    if rows:
+        g = {r["group"]: r[metric] for r in rows}
+        return round(g["Late"] - g["Early"], 4)
+    deltas = [_paper_depth_delta(k, metric) for k in ("gpt2", "gpt2-medium", "llama-2-7b")]
+    return (min(deltas), max(deltas))
+
+
+def pretrained_claims(profiles, value_rel_tol: float = 0.15, alpha: float = 0.05) -> list:
+    """The checkable claims of App. G / Sec. 5.6 from our profiles, verdicts by rule.
+
+    * ``depth-<metric>`` (one per profile): eta_nl rises / M~1 falls from the Early to the Late
+      third of the layers (Tables 10, 15): :func:`depth_contrast`, judged by
+      :func:`rksp.claims.verdict_direction` (Welch CI / p).
+    * ``value-<metric>-<group>`` for models the paper tabulates (GPT-2 124M / 355M, LLaMA-2-7B; the
+      fixed-prompt input when profiled, else prose): our group mean vs the paper's,
+      :func:`rksp.claims.verdict_interval` (``value_rel_tol``, no CI).
+    * ``scale-<metric>`` (one per weights kind and input): Fig. 3, M~1 falls / eta_nl rises with
+      log10(parameters): the :func:`scale_trend` slope with the Pearson p (needs >= 3 model sizes).
+
+    Every claim passes :func:`evidence_gate`: measured on random-init weights it is inconclusive;
+    its notes say which weights (and which model / input) it used.
+    """
+    from .claims import Claim, verdict_direction, verdict_interval
+    from .stats import pearson
+    claims = []
+    words = {"eta_nl": ("η_nl", "rises", 1), "m_near_unit": ("M≈1", "falls", -1)}
+    for prof in profiles:
+        m = prof.meta
+        key, weights, text, model = m.get("key"), m.get("weights", "unlabelled"), m.get("text"), m.get("model", "?")
+        tag = f"{key}-{text}-{'pre' if is_pretrained(weights) else 'rand'}"
+        for metric, (sym, verb, sign) in words.items():
+            c = depth_contrast(prof, metric, alpha=alpha)
+            v = evidence_gate(verdict_direction(c["delta"], (c["lo"], c["hi"]), expected_sign=sign, p=c["p"],
+                                                alpha=alpha), weights)
+            claims.append(Claim.from_verdict(
+                f"depth-{metric}-{tag}", f"{sym} {verb} with depth, Late − Early third (Tables 10/15): {model}",
+                _paper_depth_delta(key, metric), c["delta"], (c["lo"], c["hi"]), v,
+                notes=f"weights: {weights}; input: {text}; Early {c['early']:.3g} ({c['n_early']} layers), "
+                      f"Late {c['late']:.3g} ({c['n_late']} layers); paper value = its Late − Early "
+                      f"{'for this model' if key in ('gpt2', 'gpt2-medium', 'llama-2-7b') else 'range over GPT-2 124M/355M, LLaMA-2-7B'}"))
+    # Table 15 / 10 values, for the models the paper tabulates (prefer the paper's fixed-prompt input)
+    by_key = {}
+    for prof in profiles:
+        k = prof.meta.get("key")
+        if any(r["key"] == k for r in PAPER_TABLE15 + PAPER_TABLE10):
+            if k not in by_key or prof.meta.get("text") == "prompts":
+                by_key[k] = prof
+    for k, prof in by_key.items():
+        table = "Table 15" if any(r["key"] == k for r in PAPER_TABLE15) else "Table 10"
+        paper = {r["group"]: r for r in PAPER_TABLE15 + PAPER_TABLE10 if r["key"] == k}
+        spec, weights, text = get_spec(k), prof.meta.get("weights", "unlabelled"), prof.meta.get("text")
+        groups = layer_groups(prof.layers, 3, ("eta_nl", "m_near_unit")).set_index("group")
+        complete = spec is None or len(prof.layers) == spec.n_layers
+        for g, pr in paper.items():
+            for metric in ("eta_nl", "m_near_unit"):
+                ours = float(groups.loc[g, f"{metric}_mean"]) if (complete and g in groups.index) else float("nan")
+                v = evidence_gate(verdict_interval(ours, None, pr[metric], rel_tol=value_rel_tol), weights)
+                claims.append(Claim.from_verdict(
+                    f"value-{metric}-{g.lower()}-{k}", f"{table} {prof.meta.get('model')} {g} {pr['layers']}: "
+                    f"{words[metric][0]}", pr[metric], ours, None, v,
+                    notes=f"weights: {weights}; input: {text}; our {g} layers "
+                          f"{groups.loc[g, 'layers'] if g in groups.index else '?'}"
+                          + ("" if complete else f"; only {len(prof.layers)} of {spec.n_layers} layers profiled")))
+    # Fig. 3 scale trend, per weights kind and input
+    rows = summary_table(profiles)
+    if len(rows):
+        rows["weights_kind"] = [WEIGHTS_PRETRAINED if is_pretrained(w) else str(w) for w in rows["weights"]]
+        for (kind, text), sub in rows.groupby(["weights_kind", "text"], sort=False):
+            for metric, sign in (("m_near_unit", -1), ("eta_nl", 1)):
+                x = np.log10(pd.to_numeric(sub["n_params"], errors="coerce").to_numpy(float))
+                y = pd.to_numeric(sub[metric], errors="coerce").to_numpy(float)
+                ok = np.isfinite(x) & np.isfinite(y)
+                slope = float(np.polyfit(x[ok], y[ok], 1)[0]) if np.unique(x[ok]).size >= 2 else float("nan")
+                pr = pearson(x, y)
+                v = evidence_gate(verdict_direction(slope, None, expected_sign=sign, p=pr["p"], alpha=alpha),
+                                  ", ".join(dict.fromkeys(sub["weights"].astype(str))))
+                claims.append(Claim.from_verdict(
+                    f"scale-{metric}-{text}-{'pre' if kind == WEIGHTS_PRETRAINED else 'rand'}",
+                    f"Fig. 3: {words[metric][0]} {'decreases' if sign < 0 else 'increases'} with scale "
+                    f"(slope per decade of parameters)", None, slope, None, v,
+                    notes=f"weights: {kind}; input: {text}; models: {', '.join(sub['model'].astype(str))} "
+                          f"({int(ok.sum())} point(s); Pearson p needs >= 3){'; ' + pr['note'] if pr['note'] else ''}"))
+    return claims
+
+
 # ---- command line ----------------------------------------------------------------------------
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

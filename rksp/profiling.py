@@ -49,6 +49,24 @@ class Profile:
                 fh.write(text)
         return text
 
+    def divergence_risk(self, lr, model):
+        """P(diverge) of training this model at learning rate ``lr``, from its init score (mean
+        M≈1) through a :class:`rksp.risk.RiskModel` (``model``: the object, or a path to its
+        JSON, e.g. ``results/<profile>/risk_model.json`` written by notebook 03).
+
+        The number is only as good as the runs the risk model was fitted on: one task,
+        model family and size, optimizer, schedule, training length and divergence label
+        (``model.fitted_on`` says which). For another training regime or task it is an
+        extrapolation, not a prediction. Raises FileNotFoundError if the JSON file is missing
+        and RKSPInputError if it is malformed or this profile lacks a feature the model uses.
+        """
+        from .risk import RiskModel
+        if not isinstance(model, RiskModel):
+            if not isinstance(model, (str, bytes)) and not hasattr(model, "__fspath__"):
+                raise RKSPInputError(f"model must be a RiskModel or a path to its JSON, got {type(model).__name__}")
+            model = RiskModel.from_json(model if not isinstance(model, bytes) else model.decode())
+        return model.predict_summary(self.summary, lr)
+
     def plot(self, path=None, **kw):
         from .plotting import plot_profile
         return plot_profile(self, path=path, **kw)

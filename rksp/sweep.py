@@ -86,10 +86,10 @@ EXECUTORS = ('local', 'dask', 'serial')
 DASK_ADDRESS_ENV = 'RKSP_DASK_ADDRESS'
 
 _KEY_FIELDS = ('task', 'lm_mode', 'model', 'preset', 'optimizer', 'lr', 'weight_decay', 'batch_size', 'steps',
-               'warmup_steps', 'schedule', 'grad_clip', 'seed')
+               'warmup_steps', 'schedule', 'grad_clip', 'seed', 'div_grad')
 _MODEL_FIELDS = ('norm', 'd_model', 'n_layer', 'n_head', 'n_experts', 'top_k', 'spline_order')
 _RESULT_FIELDS = ('data_name', 'data_is_standin', 'n_params', 'profile_error', 'diverged', 'div_step', 'div_reason',
-                  'steps_done', 'final_train_loss', 'val_loss', 'val_acc', 'val_ppl',
+                  'div_step_total_grad', 'steps_done', 'final_train_loss', 'val_loss', 'val_acc', 'val_ppl',
                   'grad_norm_step1', 'grad_norm_step100', 'grad_var_1_100', 'loss_spikes_1_500')
 
 
@@ -195,6 +195,18 @@ def _flat(d: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
     return out
 
 
+def _baselines_before_divergence(record: Dict[str, Any]) -> Dict[str, Any]:
+    """Table 2's gradient baselines recomputed from the run's per-step curves, leaving out the
+    divergence step (the label itself), so records written before that rule agree with new ones.
+    Empty when the curves are not complete step by step (then the record's own values stand)."""
+    from .train import gradient_baselines
+    c = record.get('curves') or {}
+    steps, n = c.get('step') or [], record.get('steps_done')
+    if not record.get('diverged') or not n or len(steps) != n or steps[-1] != n:
+        return {}
+    return gradient_baselines(c['loss'][:-1], c['grad_norm'][:-1])
+
+
 def record_to_row(record: Dict[str, Any], path: Optional[str] = None) -> Dict[str, Any]:
     """One tidy row of a record (see module docstring)."""
     cfg = record.get('config') or {}
@@ -218,10 +230,17 @@ def record_to_row(record: Dict[str, Any], path: Optional[str] = None) -> Dict[st
     row['hooks'] = json.dumps(hooks, sort_keys=True) if hooks else ''
     for k in _RESULT_FIELDS:
         row[k] = record.get(k)
+    row.update(_baselines_before_divergence(record))
     summ = ((record.get('profile') or {}).get('summary')) or {}
     for k, v in summ.items():
         if isinstance(v, (int, float, bool, str)) or v is None:
             row[f'prof_{k}'] = v
+    row['diverged_total_grad'] = (record.get('div_step_total_grad') is not None
+                                  if record.get('status') == 'ok' else None)
+    summ_end = ((record.get('profile_end') or {}).get('summary')) or {}
+    for k, v in summ_end.items():
+        if isinstance(v, (int, float, bool, str)) or v is None:
+            row[f'end_{k}'] = v
     row['wall_time'] = record.get('wall_time')
     row['steps_per_sec'] = record.get('steps_per_sec')
     row['path'] = path

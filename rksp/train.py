@@ -6,14 +6,19 @@ while watching for divergence, evaluates it and returns a record (schema below).
 `rksp.sweep` runs many of these and stores one JSON file per run.
 
 Divergence (paper Sec. 3.1; METHOD.md §0): a run has diverged at step s when,
-at that step, the task loss > DIVERGE_LOSS (50) or the total L2 norm of all
+at that step, the task loss > DIVERGE_LOSS (50) or the L2 norm of all
 gradients, taken *before* clipping, > DIVERGE_GRAD_NORM (500). A non-finite
 loss or gradient norm also counts (ours). The run stops at that step, before
 the optimizer update, and the step is recorded; `train` never raises for
 divergence. Steps are numbered from 1. Only the task loss is judged: a hook's
 extra loss (e.g. the KSS regularizer) is recorded separately and not compared
-to the threshold; the gradient norm is the norm of the gradient actually
-applied (task + extra losses).
+to the threshold. Which gradient is judged is `div_grad` (defaults.DIV_GRAD):
+'task' (default) = the gradient of the task loss alone (on steps with extra
+losses the default step backprops the task loss first and reads its norm; a
+hook with its own `train_step`, e.g. SAM, is judged on the total gradient),
+'total' = the gradient actually applied (task + extra losses). Either way the
+record's `div_step_total_grad` is the first step at which the 'total' reading
+would have fired (runs agree up to that step), so both labels are available.
 
 Gradient baselines (Table 2), from the per-step curves (see `gradient_baselines`):
   grad_norm_step1     grad norm after step 1's backward
@@ -45,7 +50,8 @@ are kept and written by `json` as NaN/Infinity):
   schema_version, status ('ok'), hash (config_hash of `config`), config (dict),
   task_kind ('recall'|'lm'|'image'), data_name, data_is_standin, n_train, n_val,
   seq_len, model_config (resolved GPTConfig/ViTConfig as dict), n_params,
-  profile ({'summary': {...}, 'layers': [...], 'meta': {...}} or None), profile_error
+  profile ({'summary': {...}, 'layers': [...], 'meta': {...}} or None), profile_error,
+  profile_end (same, of the trained model on the same inputs; only with profile_at_end and no divergence)
   (None, or 'ExcType: message' when the profiler raised: the run still trains, profile=None),
   steps_planned, steps_done, diverged, div_step (int|None),
   div_reason (None|'loss'|'grad_norm'|'nonfinite_loss'|'nonfinite_grad'),
@@ -103,8 +109,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .defaults import (DIVERGE_GRAD_NORM, DIVERGE_LOSS, N_SNAPSHOTS, SNAPSHOT_SEED,
-                       SPIKE_FACTOR, SPIKE_WINDOW)
+from .defaults import (DIV_GRAD, DIV_GRAD_CHOICES, DIVERGE_GRAD_NORM, DIVERGE_LOSS, N_SNAPSHOTS,
+                       SNAPSHOT_SEED, SPIKE_FACTOR, SPIKE_WINDOW)
 from .errors import RKSPInputError
 from .snapshots import find_blocks, residual_states as capture_residuals
 
@@ -314,6 +320,9 @@ class TrainConfig:
     profile_n_snapshots: int = N_SNAPSHOTS
     profile_batch_size: Optional[int] = None
     profile_seed: int = SNAPSHOT_SEED
+    profile_at_end: bool = False           # also profile the trained model (same inputs) -> record['profile_end']
+    # divergence label: which gradient norm the > 500 rule reads (rksp/defaults.py DIV_GRAD)
+    div_grad: str = DIV_GRAD               # 'task': gradient of the task loss only | 'total': task + extra losses
     # runtime
     device: str = 'cpu'                    # 'cpu' | 'cuda' | 'cuda:N' | 'auto'
     deterministic: bool = True
@@ -463,7 +472,9 @@ def _validate(c: TrainConfig) -> List[str]:
             _resolve_optimizer(c.optimizer)
         except Exception as e:  # noqa: BLE001
             errs.append(f"optimizer {c.optimizer!r} cannot be imported: {e}")
-    for name in ('profile_at_init', 'deterministic'):
+    if c.div_grad not in DIV_GRAD_CHOICES:
+        errs.append(f"div_grad must be one of {DIV_GRAD_CHOICES}, got {c.div_grad!r}")
+    for name in ('profile_at_init', 'profile_at_end', 'deterministic'):
         if not isinstance(getattr(c, name), bool):
             errs.append(f"{name} must be true or false, got {getattr(c, name)!r}")
     if not isinstance(c.device, str) or (c.device != 'auto' and not _valid_device(c.device)):
@@ -844,6 +855,7 @@ class StepContext:
         self.loss_fn = loss_fn
         self.device = device
         self.extras = extras        # == record['extras']
+        self.task_grad_norm = None  # set by default_step when the step has extra losses (div_grad='task')
         aux = getattr(model, 'aux_loss', None)
         self._aux = aux if callable(aux) else None
 
@@ -868,7 +880,14 @@ class StepContext:
 
     def default_step(self, step: int, batch):
         task_loss, total, _, extra = self.forward(batch, step)
-        total.backward()
+        if total is not task_loss and self.cfg.div_grad == 'task':
+            # the label reads the task gradient: backprop it alone first, read its norm, then add the rest
+            task_loss.backward(retain_graph=True)
+            self.task_grad_norm = _total_grad_norm(
+                [p for p in self.model.parameters() if p.grad is not None]).detach()
+            (total - task_loss).backward()
+        else:
+            total.backward()
         return task_loss, extra
 
 
@@ -1197,6 +1216,7 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
     any_extra = False
     eval_curve: Dict[str, List] = {'step': [], 'val_loss': [], 'val_acc': [], 'val_ppl': []}
     diverged, div_step, div_reason, div_value = False, None, None, None
+    strict_step = None
     eval_time = 0.0
     clip = cfg.grad_clip
     info: Dict[str, Any] = {}
@@ -1221,6 +1241,7 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
             hk.before_step(step, model, opt, {'step': step, 'lr': lr_now, 'batch': batch})
 
         opt.zero_grad(set_to_none=True)
+        ctx.task_grad_norm = None
         out = hk.train_step(step, model, opt, batch, ctx) if hk.has_step else None
         if out is None:
             task_loss, extra = ctx.default_step(step, batch)
@@ -1229,11 +1250,15 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
         else:
             task_loss, extra = out, None
         gn = _total_grad_norm(params)
-        vals = [task_loss.detach().float().reshape(()), gn.detach().float().reshape(()).to(task_loss.device)]
+        tgn = ctx.task_grad_norm
+        vals = [task_loss.detach().float().reshape(()), gn.detach().float().reshape(()).to(task_loss.device),
+                (tgn if tgn is not None else gn).detach().float().reshape(()).to(task_loss.device)]
         if extra is not None:
             vals.append(torch.as_tensor(extra).detach().float().reshape(()).to(task_loss.device))
         synced = torch.stack(vals).tolist()     # the one host sync per step
-        loss_v, gn_v = synced[0], synced[1]
+        loss_v, gn_v, label_gn = synced[0], synced[1], synced[2]
+        if extra is not None:
+            synced = [synced[0], synced[1], synced[3]]
         losses.append(loss_v)
         gnorms.append(gn_v)
         lrs.append(lr_now)
@@ -1243,10 +1268,12 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
         else:
             extras_curve.append(float('nan'))
 
-        reason = divergence_check(loss_v, gn_v)
+        if strict_step is None and divergence_check(loss_v, gn_v) is not None:
+            strict_step = step          # the label on the total gradient ('total') would stop here
+        reason = divergence_check(loss_v, label_gn)
         if reason is not None:
             diverged, div_step, div_reason = True, step, reason
-            div_value = loss_v if reason in ('loss', 'nonfinite_loss') else gn_v
+            div_value = loss_v if reason in ('loss', 'nonfinite_loss') else label_gn
             break
 
         if clip is not None:
@@ -1287,11 +1314,18 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
 
     record.update({
         'steps_done': int(steps_done), 'diverged': diverged, 'div_step': div_step, 'div_reason': div_reason,
-        'div_value': div_value, 'final_train_loss': losses[-1] if losses else None,
-        **gradient_baselines(losses, gnorms),
+        'div_value': div_value, 'div_step_total_grad': strict_step, 'final_train_loss': losses[-1] if losses else None,
+        # baselines from the steps *before* a divergence: the divergence step itself is the label
+        **gradient_baselines(losses[:-1] if diverged else losses, gnorms[:-1] if diverged else gnorms),
         'curves': curves, 'eval_curve': eval_curve,
         'val_loss': final['val_loss'], 'val_acc': final['val_acc'], 'val_ppl': final['val_ppl'],
     })
+    if cfg.profile_at_end and cfg.profile_at_init and not diverged:
+        try:
+            record['profile_end'] = _run_profile(model, x_train[pidx], cfg)
+        except Exception as e:  # noqa: BLE001
+            record['profile_end'] = None
+            record['profile_error'] = f'end: {type(e).__name__}: {e}'
     hk.on_end(record, model)
     record['extras'] = to_jsonable(record['extras'])
     wall = time.perf_counter() - t_start

@@ -71,8 +71,10 @@ def test_direction_all_three_verdicts():
     # expected positive
     assert _v(claims.verdict_direction(0.2, (0.1, 0.3), +1)) == REPRODUCED
     assert _v(claims.verdict_direction(-0.2, (-0.3, -0.1), "increase")) == NOT_REPRODUCED
-    # CI includes 0 but p < alpha: significant by p
-    assert _v(claims.verdict_direction(-0.2, (-0.4, 0.01), -1, p=0.03)) == REPRODUCED
+    # with both a CI and a p-value, both must agree: one alone is not enough
+    assert _v(claims.verdict_direction(-0.2, (-0.4, 0.01), -1, p=0.03)) == INCONCLUSIVE
+    assert _v(claims.verdict_direction(-0.4, (-0.77, -0.004), -1, p=0.095)) == INCONCLUSIVE
+    assert _v(claims.verdict_direction(-0.4, (-0.77, -0.1), -1, p=0.01)) == REPRODUCED
 
 
 def test_direction_nan_and_missing_uncertainty():
@@ -151,13 +153,13 @@ def test_claim_constructors_compute_verdicts():
 def test_claims_table_and_markdown():
     cs = _example_claims()
     df = claims.claims_table(cs)
-    assert list(df.columns) == ["id", "claim", "paper", "ours", "ci", "verdict", "rule"]
+    assert list(df.columns) == ["id", "claim", "paper", "ours", "ci", "verdict", "rule", "notes"]
     assert df.loc[0, "paper"] == "[0.986, 1]" and df.loc[0, "ci"] == "[0.97, 1]"
     assert df.loc[3, "ci"] == "" and df.loc[3, "verdict"] == INCONCLUSIVE
     md = claims.to_markdown(df)
     lines = md.strip().splitlines()
     assert lines[0].startswith("| id | claim |") and len(lines) == 2 + len(cs)
-    assert all(line.count("|") - line.count("\\|") == 8 for line in lines)
+    assert all(line.count("|") - line.count("\\|") == 9 for line in lines)
     assert claims.to_markdown(cs) == md
     assert claims.verdict_counts(cs) == {REPRODUCED: 3, NOT_REPRODUCED: 0, INCONCLUSIVE: 1}
     assert claims.verdict_counts(df) == claims.verdict_counts(cs)

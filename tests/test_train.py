@@ -361,3 +361,70 @@ def test_profile_failure_is_recorded_and_training_goes_on(monkeypatch):
 def test_hooks_must_be_trainhooks():
     with pytest.raises(TypeError, match='TrainHooks'):
         train(tiny(steps=1), hooks=[object()])
+
+
+# ----------------------------------------------------------------------------- div_grad / profile_at_end
+
+def _huge_extra_at(step_at):
+    """An extra loss whose gradient alone is far above the 500 threshold at one step."""
+    def extra(model, batch, outputs, step):
+        if step != step_at:
+            return None
+        w = next(model.parameters())
+        return 1e6 * (w ** 2).sum()
+    return FunctionHooks(extra_loss=extra)
+
+
+def test_div_grad_task_ignores_regularizer_gradient_but_records_total_reading():
+    rec = train(tiny(steps=6, lr=1e-3), hooks=_huge_extra_at(3))
+    assert not rec['diverged']
+    assert rec['div_step_total_grad'] == 3            # the 'total' reading would have stopped here
+    assert rec['curves']['grad_norm'][2] > DIVERGE_GRAD_NORM   # the curve keeps the applied gradient
+
+
+def test_div_grad_total_stops_on_regularizer_gradient():
+    rec = train(tiny(steps=6, lr=1e-3, div_grad='total'), hooks=_huge_extra_at(3))
+    assert rec['diverged'] and rec['div_step'] == 3 and rec['div_reason'] == 'grad_norm'
+    assert rec['div_step_total_grad'] == 3
+
+
+def test_div_grad_task_and_total_agree_without_extra_losses():
+    a = train(tiny(steps=5, lr=1e-3))
+    b = train(tiny(steps=5, lr=1e-3, div_grad='total'))
+    assert a['curves'] == b['curves'] and a['div_step_total_grad'] is None
+
+
+def test_task_gradient_first_then_extra_equals_joint_backward():
+    """Backprop of task then extra (the 'task' path) applies the same gradient as one backward."""
+    def extra(model, batch, outputs, step):
+        return 0.1 * outputs.logits.float().pow(2).mean()
+    a = train(tiny(steps=4, lr=1e-3), hooks=FunctionHooks(extra_loss=extra))
+    b = train(tiny(steps=4, lr=1e-3, div_grad='total'), hooks=FunctionHooks(extra_loss=extra))
+    np.testing.assert_allclose(a['curves']['loss'], b['curves']['loss'], rtol=1e-5)
+    np.testing.assert_allclose(a['curves']['grad_norm'], b['curves']['grad_norm'], rtol=1e-5)
+
+
+def test_invalid_div_grad_is_rejected():
+    with pytest.raises(ConfigError, match='div_grad'):
+        TrainConfig(**tiny(div_grad='extra'))
+
+
+def test_profile_at_end_profiles_the_trained_model_only_when_not_diverged():
+    rec = train(tiny(steps=5, lr=1e-3, profile_at_init=True, profile_at_end=True, profile_n_snapshots=128))
+    assert rec['profile_end']['summary']['score'] >= 0 and rec['profile']['summary'] != rec['profile_end']['summary']
+    rec = train(tiny(model_cfg={'norm': 'none'}, steps=20, lr=1e-3, profile_at_init=True, profile_at_end=True,
+                     profile_n_snapshots=128), hooks=_ScaleWeightsAt(3))
+    assert rec['diverged'] and 'profile_end' not in rec
+
+
+def test_gradient_baselines_of_a_diverged_run_leave_out_the_divergence_step():
+    from rksp.sweep import record_to_row
+    rec = train(tiny(model_cfg={'norm': 'none'}, steps=20, lr=1e-3), hooks=_ScaleWeightsAt(3))
+    assert rec['diverged'] and rec['div_step'] == 4
+    c = rec['curves']
+    assert rec['grad_norm_step100'] == c['grad_norm'][2]          # step 3, not the divergence step 4
+    assert rec['loss_spikes_1_500'] == loss_spike_count(c['loss'][:3])
+    row = record_to_row(rec)
+    assert row['grad_norm_step100'] == rec['grad_norm_step100'] and row['grad_var_1_100'] == rec['grad_var_1_100']
+    stale = dict(rec, grad_norm_step100=123.0)                     # a record written before the rule
+    assert record_to_row(stale)['grad_norm_step100'] == c['grad_norm'][2]

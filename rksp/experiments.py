@@ -1,0 +1,284 @@
+"""Experiment plans shared by the reproduction notebooks (one place for sizes, seeds and LRs).
+
+Every notebook takes `profile` in ('smoke', 'small', 'paper') and asks this module for its
+configs, so the same run (same config hash) is trained once and reused by every table that needs
+it: all associative-recall runs of a profile live in ``results/<profile>/runs/recall``.
+
+* ``smoke``: tiny models and a few steps, so every notebook runs end to end in CI.
+* ``small``: the measured CPU regime of docs/small-regime.md (No-Norm GPT d=64, L=2, batch 32,
+  200 steps, 20 warmup steps then a constant LR, the paper's LR band 0.005-0.01). The three
+  rows of the headline claims (No control, Grad clip 1.0, KSS α=0.15) get 24 trials
+  (3 LRs x 8 seeds); every other method row gets 9 (3 LRs x the paper's seeds 42/123/456), so
+  the whole profile fits about an hour on 2 cores. Tables print n beside every rate.
+* ``paper``: METHOD.md §8 as far as it is stated (24 trials per method, seeds 42/123/456 then
+  1003..., d=256, L=6, 5 epochs with 100 warmup steps); meant for GPUs / Dask clusters.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from . import paper as P
+from .reproduce import PROFILES, results_dir, write_table
+from .stabilizers import TABLES, apply_method, canonical_method
+from .stability import trial_seeds
+from .stats import fisher_exact, wilson
+from .train import TrainConfig
+
+NORMS = ('pre_ln', 'post_ln', 'rmsnorm', 'deepnorm', 'subln', 'none')
+NORM_NAMES = {'pre_ln': 'Pre-LN', 'post_ln': 'Post-LN', 'rmsnorm': 'RMSNorm', 'deepnorm': 'DeepNorm',
+              'subln': 'SubLN', 'none': 'No-Norm'}
+MAIN_METHODS = ('No control', 'Grad clip 1.0', 'KSS α=0.15')   # the rows of the headline claims
+REFERENCE = 'No control'
+
+_RECALL_COMMON = dict(task='recall', model='gpt', optimizer='adamw', schedule='constant', profile_at_end=True)
+
+PLANS: Dict[str, Dict[str, Any]] = {
+    'smoke': dict(
+        recall=dict(model_cfg=dict(d_model=32, n_layer=2, n_head=2), steps=30, warmup_steps=5, batch_size=8,
+                    n_train=256, n_val=64, profile_n_snapshots=256),
+        band_lrs=(0.01, 0.05), main_trials=2, other_trials=1,
+        norm_lrs=(1e-3, 5e-2), norm_trials=1, maxlr_norms=('pre_ln', 'none'),
+        n_boot=200),
+    'small': dict(
+        recall=dict(model_cfg=dict(d_model=64, n_layer=2, n_head=4), steps=200, warmup_steps=20, batch_size=32,
+                    n_train=8192, n_val=512, profile_n_snapshots=2048),
+        band_lrs=(0.005, 0.007, 0.01), main_trials=8, other_trials=3,
+        norm_lrs=(1e-3, 3e-3, 1e-2, 3e-2), norm_trials=3, maxlr_norms=('pre_ln', 'rmsnorm', 'none'),
+        maxlr_extra_lrs=(5e-3, 2e-2), n_boot=1000),
+    'paper': dict(
+        recall=dict(model_cfg=dict(d_model=256, n_layer=6, n_head=8), epochs=5, warmup_steps=100, batch_size=32,
+                    n_train=10_000, n_val=2_000, profile_n_snapshots=2048, schedule='cosine'),
+        band_lrs=(0.005, 0.0075, 0.01), main_trials=8, other_trials=8,
+        norm_lrs=(1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 5e-3, 8e-3, 1e-2), norm_trials=3,
+        maxlr_norms=('pre_ln', 'rmsnorm', 'none'), n_boot=1000),
+}
+
+
+def plan(profile: str) -> Dict[str, Any]:
+    if profile not in PLANS:
+        raise ValueError(f"unknown profile {profile!r} (valid: {', '.join(PROFILES)})")
+    return copy.deepcopy(PLANS[profile])
+
+
+def recall_base(profile: str, norm: str = 'none') -> Dict[str, Any]:
+    """The associative-recall TrainConfig dict of a profile (GPT with `norm`)."""
+    p = plan(profile)['recall']
+    cfg = {**_RECALL_COMMON, **p}
+    cfg['model_cfg'] = {**p['model_cfg'], 'norm': norm}
+    return cfg
+
+
+def method_trials(profile: str, method: str) -> int:
+    p = plan(profile)
+    return p['main_trials'] if canonical_method(method) in MAIN_METHODS else p['other_trials']
+
+
+def method_configs(profile: str, methods: Iterable[str], norm: str = 'none') -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """[(labels, config)]: every method row x band LR x its trial seeds, on the No-Norm recall base."""
+    p = plan(profile)
+    out = []
+    for m in methods:
+        name = canonical_method(m)
+        for lr in p['band_lrs']:
+            for s in trial_seeds(method_trials(profile, name)):
+                cfg = apply_method({**recall_base(profile, norm), 'lr': lr, 'seed': s}, name, validate=False)
+                out.append(({'method': name}, cfg))
+    return out
+
+
+def table_methods(table: str) -> List[str]:
+    """The METHODS rows of a paper table ('table3', 'table4', 'table6', 'table13', 'table14', 'alpha_sweep')."""
+    return list(TABLES[table])
+
+
+def norm_configs(profile: str, norms: Sequence[str] = NORMS, lrs: Optional[Sequence[float]] = None,
+                 trials: Optional[int] = None) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """[(labels, config)]: the normalization sweep (Tables 1, 2, 5 and the calibration)."""
+    p = plan(profile)
+    out = []
+    for n in norms:
+        for lr in (lrs or p['norm_lrs']):
+            for s in trial_seeds(trials or p['norm_trials']):
+                out.append(({'norm': n, 'method': REFERENCE}, {**recall_base(profile, n), 'lr': lr, 'seed': s}))
+    return out
+
+
+def recall_pool(profile: str) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """Every plain (no stabilizer) recall run of the profile: the normalization sweep plus the
+    No-Norm 'No control' runs of the LR band. Tables 1-2 and the calibration pool these."""
+    runs = norm_configs(profile)
+    runs += [({'norm': 'none', **lab}, c) for lab, c in method_configs(profile, [REFERENCE])]
+    return unique_runs(runs)
+
+
+def unique_runs(labeled: Sequence[Tuple[Dict[str, Any], Dict[str, Any]]]) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """Drop repeated (labels, config) pairs (the same run listed by two plans), keeping the first."""
+    seen, out = set(), []
+    for lab, c in labeled:
+        key = (tuple(sorted(lab.items())), TrainConfig.from_dict(copy.deepcopy(c)).hash())
+        if key not in seen:
+            seen.add(key)
+            out.append((lab, c))
+    return out
+
+
+def runs_dir(profile: str, name: str = 'recall') -> Path:
+    return results_dir(profile) / 'runs' / name
+
+
+def run_labeled(labeled: Sequence[Tuple[Dict[str, Any], Dict[str, Any]]], profile: str, name: str = 'recall',
+                executor: str = 'local', dask_address: Optional[str] = None, progress: bool = False,
+                **run_kwargs) -> pd.DataFrame:
+    """Run (or reuse from the cache) every config; one row per (labels, config), labels as columns."""
+    from .sweep import run
+    cfgs = [c for _, c in labeled]
+    df = run(cfgs, runs_dir(profile, name), executor=executor, dask_address=dask_address, progress=progress,
+             **run_kwargs)
+    hashes = [TrainConfig.from_dict(copy.deepcopy(c)).hash() for c in cfgs]
+    lab = pd.DataFrame([{**l, 'hash': h} for (l, _), h in zip(labeled, hashes)])
+    drop = [c for c in lab.columns if c != 'hash' and c in df.columns]
+    out = lab.merge(df.drop(columns=drop), on='hash', how='left')
+    out.attrs.update(df.attrs)
+    return out
+
+
+# ----------------------------------------------------------------------------- tables
+
+def _ok(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[rows['status'] == 'ok'] if 'status' in rows else rows
+
+
+def _mean(s: pd.Series) -> float:
+    s = pd.to_numeric(s, errors='coerce').dropna()
+    return float(s.mean()) if len(s) else float('nan')
+
+
+def data_used(rows: pd.DataFrame) -> str:
+    """'name' or 'name (offline stand-in)' for the data the rows trained on."""
+    if 'data_name' not in rows or not len(rows):
+        return ''
+    out = []
+    for (name, standin), _ in rows.groupby(['data_name', 'data_is_standin'], dropna=False):
+        label = str(name)
+        if bool(standin) and 'stand-in' not in label:
+            label += ' (offline stand-in)'
+        out.append(label)
+    return '; '.join(out)
+
+
+def overhead_pct(rows: pd.DataFrame, group: str = 'method', reference: str = REFERENCE) -> Dict[str, float]:
+    """Median seconds per step of each group relative to the reference group, in % (same sweep).
+    Measured with 2 workers sharing the machine: differences under about 10% are noise."""
+    ok = _ok(rows)
+    sps = pd.to_numeric(ok.get('steps_per_sec'), errors='coerce')
+    med = (1.0 / sps).groupby(ok[group]).median()
+    if reference not in med.index:
+        return {}
+    return {g: 100.0 * (v / med[reference] - 1.0) for g, v in med.items()}
+
+
+def method_table(rows: pd.DataFrame, methods: Sequence[str], reference: str = REFERENCE,
+                 paper_rows: Optional[Dict[str, Dict[str, Any]]] = None) -> pd.DataFrame:
+    """One row per method: divergence (k/n, %, Wilson 95% CI, Fisher p vs `reference`), the same
+    rate under the total-gradient label, accuracy of the runs that did not diverge, M≈1 at init
+    and after training, per-step overhead, and the paper's values beside ours."""
+    paper_rows = P.METHOD_ROWS if paper_rows is None else paper_rows
+    ok = _ok(rows)
+    over = overhead_pct(rows, 'method', reference)
+    ref = ok[ok['method'] == reference]
+    kr, nr = int(ref['diverged'].astype(bool).sum()), len(ref)
+    out = []
+    for m in methods:
+        g = ok[ok['method'] == m]
+        n, k = len(g), int(g['diverged'].astype(bool).sum()) if len(g) else 0
+        lo, hi = wilson(k, n) if n else (float('nan'), float('nan'))
+        kt = int(g['diverged_total_grad'].fillna(False).astype(bool).sum()) if 'diverged_total_grad' in g else k
+        conv = g[~g['diverged'].astype(bool)]
+        pr = paper_rows.get(m, {})
+        out.append({
+            'method': m, 'n': n, 'n_div': k, 'div_pct': 100.0 * k / n if n else float('nan'),
+            'div_ci_lo': 100.0 * lo, 'div_ci_hi': 100.0 * hi,
+            'fisher_p_vs_ref': fisher_exact(k, n, kr, nr)['p'] if (m != reference and n and nr) else float('nan'),
+            'div_pct_total_grad_label': 100.0 * kt / n if n else float('nan'),
+            'acc_pct': 100.0 * _mean(conv['val_acc']) if len(conv) else float('nan'),
+            'm_near_unit_init': _mean(g.get('prof_score', pd.Series(dtype=float))),
+            'm_near_unit_end': _mean(conv.get('end_score', pd.Series(dtype=float))),
+            'overhead_pct': over.get(m, float('nan')) if m != reference else float('nan'),
+            'paper_div_pct': pr.get('div_pct', float('nan')), 'paper_acc_pct': pr.get('acc_pct', float('nan')),
+            'paper_m_near_unit': pr.get('m_near_unit', float('nan')), 'paper_overhead': P.OVERHEAD.get(m, ''),
+            'data': data_used(g),
+        })
+    return pd.DataFrame(out)
+
+
+# ----------------------------------------------------------------------------- claims
+
+def save_claims(claims: Iterable[Any], profile: str, name: str) -> pd.DataFrame:
+    """Write this notebook's claims to results/<profile>/claims/<name>.csv (notebook 12 gathers them)."""
+    from .claims import claims_table
+    df = claims_table(list(claims))
+    d = results_dir(profile) / 'claims'
+    d.mkdir(parents=True, exist_ok=True)
+    df.assign(source=name).to_csv(d / f'{name}.csv', index=False)
+    return df
+
+
+def collect_claims(profile: str) -> pd.DataFrame:
+    d = results_dir(profile) / 'claims'
+    parts = [pd.read_csv(p) for p in sorted(d.glob('*.csv'))]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def save(df: pd.DataFrame, profile: str, name: str) -> pd.DataFrame:
+    """write_table into results/<profile>/tables and return df (for a notebook's last line)."""
+    write_table(df, results_dir(profile) / 'tables', name)
+    return df
+
+
+def maxlr_configs(profile: str) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """[(labels, config)] of Table 5: each of the plan's norms x (without, with KSS α=0.15) x the
+    normalization-sweep LRs and the plan's `maxlr_extra_lrs` (a finer grid); No-Norm also gets
+    the LR band, where the method rows already ran."""
+    p = plan(profile)
+    lrs = sorted(set(p['norm_lrs']) | set(p.get('maxlr_extra_lrs', ())))
+    out = []
+    for norm in p['maxlr_norms']:
+        for kss in (False, True):
+            m = 'KSS α=0.15' if kss else REFERENCE
+            for lab, c in norm_configs(profile, [norm], lrs=lrs):
+                c = apply_method(c, m, validate=False) if kss else c
+                out.append(({'norm': norm, 'method': m, 'kss': kss}, c))
+            if norm == 'none':
+                out += [({'norm': 'none', 'kss': kss, **lab}, c) for lab, c in method_configs(profile, [m])]
+    return unique_runs(out)
+
+
+def all_recall_configs(profile: str) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """Every recall run of notebooks 01-07 (to prefetch the cache in one sweep)."""
+    methods = list(dict.fromkeys(m for t in ('table3', 'table4', 'table6', 'table13', 'table14', 'alpha_sweep')
+                                 for m in table_methods(t)))
+    return recall_pool(profile) + method_configs(profile, methods) + maxlr_configs(profile)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """python -m rksp.experiments PROFILE [--executor local|dask|serial] [--dask-address A]:
+    train every recall run of notebooks 01-07 into the shared cache (resumable)."""
+    import argparse
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument('profile', choices=PROFILES)
+    ap.add_argument('--executor', default='local', choices=('local', 'dask', 'serial'))
+    ap.add_argument('--dask-address', default=None)
+    a = ap.parse_args(argv)
+    df = run_labeled(all_recall_configs(a.profile), a.profile, executor=a.executor,
+                     dask_address=a.dask_address, progress=True)
+    print(f"{df['hash'].nunique()} runs in {runs_dir(a.profile)}")
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rksp import experiments as E
+from rksp.stabilizers import TABLES
+from rksp.train import TrainConfig
+
+
+@pytest.mark.parametrize('profile', E.PLANS)
+def test_every_recall_config_of_every_profile_builds(profile):
+    labeled = E.all_recall_configs(profile)
+    hashes = {TrainConfig.from_dict(copy.deepcopy(c)).hash() for _, c in labeled}
+    assert len(hashes) > 10
+    p = E.plan(profile)
+    for m in TABLES['table3']:
+        runs = E.method_configs(profile, [m])
+        assert len(runs) == len(p['band_lrs']) * E.method_trials(profile, m)
+        assert {c['lr'] for _, c in runs} == set(p['band_lrs'])
+        assert all(c['model_cfg']['norm'] == 'none' for _, c in runs)
+
+
+def test_trial_counts_follow_the_plan():
+    assert E.method_trials('paper', 'Lion') * 3 == 24 and E.method_trials('paper', 'No control') * 3 == 24
+    assert E.method_trials('small', 'KSS α=0.15') * 3 == 24 and E.method_trials('small', 'Lion') * 3 == 9
+    assert E.method_trials('small', 'KSS') == E.method_trials('small', 'KSS α=0.15')   # aliases resolve
+
+
+def test_pool_shares_the_no_control_band_runs_with_the_method_tables():
+    pool = {TrainConfig.from_dict(copy.deepcopy(c)).hash() for _, c in E.recall_pool('small')}
+    band = {TrainConfig.from_dict(copy.deepcopy(c)).hash() for _, c in E.method_configs('small', ['No control'])}
+    assert band <= pool
+
+
+def test_unknown_profile_is_rejected():
+    with pytest.raises(ValueError, match='unknown profile'):
+        E.plan('huge')
+
+
+def _rows():
+    rows = []
+    for m, k, n in (('No control', 6, 8), ('KSS α=0.15', 1, 8), ('Lion', 0, 3)):
+        for i in range(n):
+            div = i < k
+            rows.append({'method': m, 'status': 'ok', 'diverged': div, 'diverged_total_grad': div or m != 'No control',
+                         'val_acc': np.nan if div else 0.1, 'prof_score': 1.0, 'end_score': np.nan if div else 0.5,
+                         'steps_per_sec': 10.0 if m == 'No control' else 8.0, 'data_name': 'recall',
+                         'data_is_standin': False})
+    return pd.DataFrame(rows)
+
+
+def test_method_table_counts_rates_fisher_and_paper_columns():
+    t = E.method_table(_rows(), ['No control', 'KSS α=0.15', 'Lion'])
+    r = t.set_index('method')
+    assert r.loc['No control', 'n_div'] == 6 and r.loc['No control', 'div_pct'] == 75.0
+    assert np.isnan(r.loc['No control', 'fisher_p_vs_ref'])
+    assert r.loc['KSS α=0.15', 'fisher_p_vs_ref'] == pytest.approx(0.0406, abs=1e-3)   # [[1,7],[6,2]]
+    assert r.loc['KSS α=0.15', 'div_pct_total_grad_label'] == 100.0
+    assert r.loc['KSS α=0.15', 'overhead_pct'] == pytest.approx(25.0)
+    assert r.loc['KSS α=0.15', 'acc_pct'] == pytest.approx(10.0) and r.loc['KSS α=0.15', 'm_near_unit_end'] == 0.5
+    assert r.loc['KSS α=0.15', 'paper_div_pct'] == 12.5 and r.loc['Lion', 'n'] == 3
+    assert r.loc['Lion', 'div_ci_lo'] == pytest.approx(0.0, abs=1e-9) and 0 < r.loc['Lion', 'div_ci_hi'] < 100
+    assert (t['data'] == 'recall').all()
+
+
+def test_method_table_of_a_missing_method_is_nan_not_an_error():
+    t = E.method_table(_rows(), ['SAM ρ=0.05'])
+    assert t.loc[0, 'n'] == 0 and np.isnan(t.loc[0, 'div_pct'])
+
+
+def test_data_used_labels_standins():
+    df = pd.DataFrame({'data_name': ['pydoc topics', 'pydoc topics'], 'data_is_standin': [True, True]})
+    assert E.data_used(df) == 'pydoc topics (offline stand-in)'
+
+
+def test_run_labeled_keeps_labels_of_duplicate_configs(tmp_path, monkeypatch):
+    monkeypatch.setenv('RKSP_RESULTS', str(tmp_path))
+    cfg = dict(task='recall', preset='tiny', n_train=64, n_val=16, batch_size=8, steps=2, warmup_steps=0,
+               profile_at_init=False)
+    df = E.run_labeled([({'method': 'a'}, cfg), ({'method': 'b'}, dict(cfg)), ({'method': 'c'}, {**cfg, 'seed': 1})],
+                       'smoke', executor='serial', verbose=False)
+    assert list(df['method']) == ['a', 'b', 'c'] and df['hash'].nunique() == 2 and (df['status'] == 'ok').all()
+    assert (tmp_path / 'smoke' / 'runs' / 'recall').is_dir()
+
+
+def test_claims_round_trip(tmp_path, monkeypatch):
+    from rksp.claims import Claim
+    monkeypatch.setenv('RKSP_RESULTS', str(tmp_path))
+    E.save_claims([Claim.interval('x', 'a claim', 1.0, 1.01, (0.9, 1.1))], 'smoke', '99_test')
+    df = E.collect_claims('smoke')
+    assert list(df['source']) == ['99_test'] and df.loc[0, 'verdict'] in ('reproduced', 'inconclusive')
