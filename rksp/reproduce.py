@@ -86,7 +86,7 @@ def compare_tables(ref: pd.DataFrame, new: pd.DataFrame, name: str = '', rtol: f
             for i in np.flatnonzero(nan_diff | far):
                 errs.append(f'{name}[{i}, {c}]: committed {an[i]!r}, fresh {bn[i]!r}')
         elif not _FREE_TEXT.search(c):          # a row key
-            if a.fillna('').astype(str).tolist() != b.fillna('').astype(str).tolist():
+            if a.astype(object).fillna('').astype(str).tolist() != b.astype(object).fillna('').astype(str).tolist():
                 errs.append(f'{name}: row keys in {c!r} differ: {a.tolist()} vs {b.tolist()}')
     return errs
 
