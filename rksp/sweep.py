@@ -271,7 +271,7 @@ def _set_threads(n: Optional[int]) -> Optional[int]:
     return old
 
 
-def _worker_init(num_threads: int) -> None:
+def _worker_init(num_threads: int, parent: Optional[int] = None) -> None:
     """ProcessPoolExecutor initializer: one worker = `num_threads` torch threads."""
     for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
         os.environ[var] = str(num_threads)
@@ -281,6 +281,22 @@ def _worker_init(num_threads: int) -> None:
         torch.set_num_interop_threads(1)
     except RuntimeError:
         pass
+    _exit_with_parent(parent if parent is not None else os.getppid())
+
+
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """Worker side: exit as soon as the sweep process that started this worker is gone (e.g. a
+    killed notebook kernel), so no orphaned worker goes on training. The run in flight writes no
+    record (records are atomic) and is redone on the next invocation."""
+    import threading
+
+    def watch():
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(every)
+
+    threading.Thread(target=watch, name='rksp-parent-watch', daemon=True).start()
 
 
 def _failed_record(h: str, cfg_dict: Dict[str, Any], err: str, tb: str, wall: float,
@@ -358,7 +374,7 @@ def _run_local(todo, out_dir, n_workers, threads, on_done):
     from concurrent.futures.process import BrokenProcessPool
 
     ex = ProcessPoolExecutor(max_workers=n_workers, mp_context=mp.get_context('spawn'),
-                             initializer=_worker_init, initargs=(threads,))
+                             initializer=_worker_init, initargs=(threads, os.getpid()))
     futs = {}
     try:
         with _main_hidden_from_spawn():   # workers start during submit()

@@ -231,3 +231,43 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, content, why):
     assert rc == 2
     assert len(err.splitlines()) == 1 and err.startswith('rksp sweep: error:') and why in err
     assert not (tmp_path / 'out').exists()
+
+
+def test_local_workers_exit_when_the_sweep_process_is_killed(tmp_path):
+    """A killed sweep (e.g. a killed notebook kernel) leaves no worker training on."""
+    import signal
+    import subprocess
+    import sys
+    import time as _time
+    script = tmp_path / 'slow_sweep.py'
+    script.write_text(
+        "import sys\nfrom rksp.sweep import run\n"
+        "cfg = dict(task='recall', preset='tiny', n_train=256, n_val=16, batch_size=8, steps=100000, "
+        "warmup_steps=0, profile_at_init=False)\n"
+        "run([dict(cfg, seed=s) for s in (1, 2)], sys.argv[1], executor='local', n_workers=2, progress=False)\n")
+    p = subprocess.Popen([sys.executable, str(script), str(tmp_path / 'runs')], start_new_session=True)
+    try:
+        kids = []
+        for _ in range(120):                      # wait for the two workers to appear
+            _time.sleep(0.5)
+            out = subprocess.run(['ps', '-o', 'pid=', '--ppid', str(p.pid)], capture_output=True, text=True).stdout
+            kids = [int(x) for x in out.split()]
+            if len(kids) >= 2:
+                break
+        assert kids, 'no worker started'
+        _time.sleep(2)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        deadline = _time.time() + 15
+        alive = kids
+        while alive and _time.time() < deadline:
+            _time.sleep(0.5)
+            alive = [k for k in kids if os.path.exists(f'/proc/{k}') and
+                     'Z' not in open(f'/proc/{k}/stat').read().split()[2]]
+        cmds = {k: open(f'/proc/{k}/cmdline').read().replace('\0', ' ')[:200] for k in alive}
+        assert not alive, f'workers still running after the sweep was killed: {cmds}'
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
