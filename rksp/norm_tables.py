@@ -234,7 +234,8 @@ _HORIZON = {'grad_norm_step100': 100, 'grad_var_1_100': 100, 'loss_spikes_1_500'
 
 def _horizon_note(pool: pd.DataFrame, col: str) -> str:
     """Runs that stopped before a baseline's horizon read it at their last step; for a diverged
-    run that is the divergence step itself, so the baseline partly sees the label."""
+    run that is the last step *before* the divergence step (rksp.train leaves the divergence step,
+    the label itself, out of the baselines), i.e. the baseline is known earlier than its nominal step."""
     h = _HORIZON.get(col)
     if h is None or not len(pool):
         return ''
@@ -246,8 +247,8 @@ def _horizon_note(pool: pd.DataFrame, col: str) -> str:
     if short:
         parts.append(f'runs train {int(np.nanmax(planned))} steps < {h}: read at the last step')
     if early_div:
-        parts.append(f'{early_div} diverged run(s) stopped before step {h}: read at the divergence step '
-                     '(sees the label)')
+        parts.append(f'{early_div} diverged run(s) stopped before step {h}: read up to the step before '
+                     'their divergence')
     return '; '.join(parts)
 
 

@@ -474,7 +474,9 @@ def wilson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo = 0.0 if k == 0 else max(0.0, centre - half)      # exact bounds at 0/n and n/n (no rounding residue)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return lo, hi
 
 
 def rate_difference(k1: int, n1: int, k2: int, n2: int, alpha: float = 0.05) -> dict:

@@ -297,3 +297,10 @@ def test_mean_sd():
     assert stats.mean_sd(pd.Series([1.0, np.nan, 3.0]), digits=1) == "2.0±1.4"
     assert stats.mean_sd([0.5]) == "0.50 (n=1)"
     assert stats.mean_sd([]) == "n/a"
+
+
+def test_wilson_bounds_are_exact_at_zero_and_all():
+    from rksp.stats import wilson
+    for n in (1, 3, 9, 24, 1000):
+        assert wilson(0, n)[0] == 0.0 and wilson(n, n)[1] == 1.0
+        assert 0.0 < wilson(0, n)[1] < 1.0 and 0.0 < wilson(n, n)[0] < 1.0
