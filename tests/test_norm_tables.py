@@ -109,7 +109,7 @@ def test_table2_values_timing_paper_and_horizon_note():
     assert t.loc['M≈1 at init', 'auroc'] == pytest.approx(auroc(pool['m_near_unit'], pool['diverged']))
     assert t.loc['M≈1 at init', 'timing'] == 'init (before training)'
     assert t.loc['M≈1 at init', 'paper_auroc'] == P.TABLE2['M≈1 at init'][0]
-    assert 'divergence step' in t.loc['Gradient norm at step 100', 'note']
+    assert 'before their divergence' in t.loc['Gradient norm at step 100', 'note']
     assert t.loc['Initial gradient norm', 'lo'] <= t.loc['Initial gradient norm', 'auroc']
 
 
