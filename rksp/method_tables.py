@@ -38,17 +38,9 @@ LABEL_NAMES = {'task': 'task-gradient label (harness default)', 'total': 'total-
 # α of each row of the KSS dose-response (Fig. 2); No control is the α = 0 point.
 ALPHA_OF: Dict[str, float] = {REFERENCE: 0.0, **dict(zip(TABLES['alpha_sweep'], KSS_ALPHA_SWEEP))}
 
-# Table 6's "Mechanism" column as printed in the paper (METHOD.md §9, Table 6).
-PAPER_MECHANISM: Dict[str, str] = {
-    'No control': '—', 'Random ℓ2 on residuals': 'Magnitude damping', 'Jacobian penalty': 'Gradient smoothness',
-    'Activation variance reg.': 'Distribution control', 'KSS unstable only': 'Spectral stability',
-    'KSS near-unit only': 'Damping control', 'KSS α=0.15': 'Both mechanisms',
-}
-# Table 14's "Best LR" column as printed in the paper (METHOD.md §9, Table 14).
-PAPER_BEST_LR: Dict[str, float] = {
-    'No control': 0.003, 'Grad clip 1.0': 0.005, 'LAMB': 0.01, 'LAMB + warmup': 0.02, 'Lion': 0.001,
-    'KSS α=0.15': 0.008, 'LAMB + KSS': 0.015,
-}
+# the paper's printed columns, kept with the paper's other numbers
+PAPER_MECHANISM = P.MECHANISM
+PAPER_BEST_LR = P.BEST_LR
 
 
 def join_notes(*notes: str) -> str:

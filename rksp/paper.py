@@ -3,7 +3,8 @@
 These values only ever fill the `paper` columns beside our measurements and the `paper` column of
 the claims table; nothing in the package computes with them or tunes toward them. Div.% values
 are k/24 in the paper unless the table says otherwise. Tables 10, 11 and 15 live next to their
-builders (`rksp.pretrained.PAPER_TABLE10/15`, `rksp.architectures.PAPER_TABLE11`).
+builders (`rksp.pretrained.PAPER_TABLE10/15`, `rksp.architectures.PAPER_TABLE11` and the
+Tables 16–18 values there).
 """
 from __future__ import annotations
 
@@ -64,14 +65,25 @@ OVERHEAD = {
     'KSS + SAM (α=0.10, ρ=0.05)': '~112%', 'μP': '<1%', 'μP + higher LR': '<1%', 'μP + KSS': '11.2%',
     'LAMB': '~5%', 'LAMB + warmup': '~5%', 'LAMB + KSS': '~16%',
 }
+# Table 6's "Mechanism" column and Table 14's "Best LR" column, as printed
+MECHANISM = {
+    'No control': '—', 'Random ℓ2 on residuals': 'Magnitude damping', 'Jacobian penalty': 'Gradient smoothness',
+    'Activation variance reg.': 'Distribution control', 'KSS unstable only': 'Spectral stability',
+    'KSS near-unit only': 'Damping control', 'KSS α=0.15': 'Both mechanisms',
+}
+BEST_LR = {
+    'No control': 0.003, 'Grad clip 1.0': 0.005, 'LAMB': 0.01, 'LAMB + warmup': 0.02, 'Lion': 0.001,
+    'KSS α=0.15': 0.008, 'LAMB + KSS': 0.015,
+}
 # Table 6: correlation of ΔM≈1 with divergence reduction
 TABLE6_CORRELATION = dict(r=-0.87, p_max=0.001)
 
 # Table 5: norm -> (max LR without KSS, with KSS, increase %)
 TABLE5 = {'pre_ln': (0.005, 0.008, 60.0), 'rmsnorm': (0.003, 0.005, 67.0), 'none': (0.002, 0.005, 150.0)}
 
-# Table 7: synthetic LM, d=1024 L=24 (350M): method -> (div of 24, PPL)
+# Table 7: synthetic LM, d=1024 L=24 (350M): method -> (div of 24, PPL); KSS overhead column
 TABLE7 = {'Baseline': (6, 52.1), 'KSS': (3, 46.8)}
+TABLE7_KSS_OVERHEAD = '11.8%'
 # Table 8: (size, method) -> (div of 24, PPL, max LR)
 TABLE8 = {
     ('Small d=256, L=6', 'Baseline'): (2, 58.4, 3e-4), ('Small d=256, L=6', 'KSS'): (0, 52.1, 5e-4),
