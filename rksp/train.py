@@ -856,6 +856,7 @@ class StepContext:
         self.device = device
         self.extras = extras        # == record['extras']
         self.task_grad_norm = None  # set by default_step when the step has extra losses (div_grad='task')
+        self.rest_loss = None       # set by forward: the extra + auxiliary terms of the last forward
         aux = getattr(model, 'aux_loss', None)
         self._aux = aux if callable(aux) else None
 
@@ -874,18 +875,25 @@ class StepContext:
         outputs = StepOutputs(logits, task_loss, hidden)
         extra = self.hooks.extra_loss(self.model, batch, outputs, step) if self.hooks.has_extra else None
         total = task_loss if extra is None else task_loss + extra
+        rest = extra
         if self._aux is not None:          # MoE load-balancing term (lambda already applied)
-            total = total + self._aux()
+            aux = self._aux()
+            total = total + aux
+            rest = aux if rest is None else rest + aux
+        self.rest_loss = rest              # total - task_loss as its own graph (None: nothing added)
         return task_loss, total, outputs, extra
 
     def default_step(self, step: int, batch):
         task_loss, total, _, extra = self.forward(batch, step)
-        if total is not task_loss and self.cfg.div_grad == 'task':
-            # the label reads the task gradient: backprop it alone first, read its norm, then add the rest
+        rest = self.rest_loss
+        if rest is not None and rest.requires_grad and self.cfg.div_grad == 'task':
+            # the label reads the task gradient: backprop it alone first, read its norm, then add the
+            # rest's own graph. An off-schedule regularizer (a constant 0) takes the one-pass branch:
+            # its gradient is the task gradient.
             task_loss.backward(retain_graph=True)
             self.task_grad_norm = _total_grad_norm(
                 [p for p in self.model.parameters() if p.grad is not None]).detach()
-            (total - task_loss).backward()
+            rest.backward()
         else:
             total.backward()
         return task_loss, extra

@@ -404,6 +404,28 @@ def test_task_gradient_first_then_extra_equals_joint_backward():
     np.testing.assert_allclose(a['curves']['grad_norm'], b['curves']['grad_norm'], rtol=1e-5)
 
 
+def _count_backward_passes(**cfg):
+    """Train with a hook that counts how many backward passes reach the token embedding."""
+    calls = []
+
+    class Count(TrainHooks):
+        def on_start(self, model, optimizer, cfg, ctx):
+            model.wte.weight.register_hook(lambda g: calls.append(1))
+    rec = train(tiny(**cfg), hooks=Count())
+    return rec, len(calls)
+
+
+@pytest.mark.parametrize('div_grad', ['task', 'total'])
+def test_off_schedule_regularizer_costs_no_second_backward(div_grad):
+    """KSS every 3 steps over 7 steps: the 'task' label backprops twice on steps 3 and 6 only
+    (task, then the regularizer's own graph); an off-schedule step is one pass, as without KSS."""
+    rec, n = _count_backward_passes(steps=7, lr=1e-3, div_grad=div_grad,
+                                    hooks=[{'target': 'kss', 'kwargs': {'alpha': 0.15, 'every': 3}}])
+    assert rec['steps_done'] == 7 and not rec['diverged']
+    assert n == (7 + 2 if div_grad == 'task' else 7)
+    assert rec['extras']['kss']['n_applications'] == 2
+
+
 def test_invalid_div_grad_is_rejected():
     with pytest.raises(ConfigError, match='div_grad'):
         TrainConfig(**tiny(div_grad='extra'))
