@@ -105,7 +105,8 @@ def _pydoc_text_inputs(tokenizer, n_tokens: int, max_length: int = 64):
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def stage_profiles(profile: str, out: Path) -> None:
+def stage_profiles(profile: str, out: Path, executor: str = "local", dask_address: str | None = None) -> None:
+    """Profile the models below in this process (`executor` / `dask_address`: unused, every stage takes them)."""
     import rksp
     from rksp.hf import load_hf, prompt_inputs, read_prompts
     n_snap = 256 if profile == "smoke" else 2048
@@ -175,10 +176,7 @@ def main(argv=None) -> int:
     for i, st in enumerate(a.stages, 1):
         t0 = time.perf_counter()
         print(f"[{i}/{len(a.stages)}] {st} (profile={a.profile})", flush=True)
-        if st in ("runs", "notebooks"):
-            STAGES[st](a.profile, out, a.executor, a.dask_address)
-        else:
-            STAGES[st](a.profile, out)
+        STAGES[st](a.profile, out, a.executor, a.dask_address)
         print(f"[{i}/{len(a.stages)}] {st} done in {time.perf_counter() - t0:.0f} s", flush=True)
     return 0
 

@@ -61,7 +61,7 @@ def test_method_table_counts_rates_fisher_and_paper_columns():
     assert r.loc['KSS α=0.15', 'overhead_pct'] == pytest.approx(25.0)
     assert r.loc['KSS α=0.15', 'acc_pct'] == pytest.approx(10.0) and r.loc['KSS α=0.15', 'm_near_unit_end'] == 0.5
     assert r.loc['KSS α=0.15', 'paper_div_pct'] == 12.5 and r.loc['Lion', 'n'] == 3
-    assert r.loc["Lion", "div_ci_lo"] == 0.0 and 0 < r.loc['Lion', 'div_ci_hi'] < 100
+    assert r.loc['Lion', 'div_ci_lo'] == 0.0 and 0 < r.loc['Lion', 'div_ci_hi'] < 100
     assert (t['data'] == 'recall').all()
 
 
