@@ -40,7 +40,8 @@ smoke-reference: venv
 	tmp=$$(mktemp -d) && \
 	RKSP_RESULTS=$$tmp $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
 	    --nbval-sanitize-with notebooks/sanitize.cfg notebooks && \
-	rm -rf results/smoke/tables && mkdir -p results/smoke && cp -r $$tmp/smoke/tables results/smoke/tables
+	rm -rf results/smoke/tables && mkdir -p results/smoke && cp -r $$tmp/smoke/tables results/smoke/tables && \
+	cp $$tmp/smoke/claims.csv results/smoke/claims.csv
 
 reproduce: venv
 	$(PY) -m rksp.reproduce --profile $(PROFILE) --executor $(EXECUTOR) $(if $(DASK_ADDRESS),--dask-address $(DASK_ADDRESS),)

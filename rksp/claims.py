@@ -36,7 +36,7 @@ import pandas as pd
 
 __all__ = ["VERDICTS", "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "Verdict", "Claim",
            "verdict_interval", "verdict_direction", "verdict_better_than", "claims_table", "to_markdown",
-           "verdict_counts"]
+           "verdict_counts", "flips_to_change", "flip_note"]
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
@@ -312,3 +312,43 @@ def to_markdown(table: pd.DataFrame | Iterable[Claim], digits: int = 4) -> str:
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------
+# robustness of count-based verdicts to label flips (another CPU kernel set: docs/kernel-sets.md)
+# ----------------------------------------------------------------------------------------
+def flips_to_change(verdict_of, ka: int, na: int, kb: int, nb: int, max_flips: int) -> int | None:
+    """Fewest divergence-label flips among the ``na + nb`` runs of a two-group claim (at most
+    ``max_flips``) after which ``verdict_of(ka', na, kb', nb)`` differs from the verdict on the
+    observed counts; None if none is found. A flip moves one count by one; for t flips split as
+    (fa, fb) the extreme reassignments ka ± fa, kb ± fb are tried (they move the rate difference,
+    on which the rules turn, the furthest either way)."""
+    base = verdict_of(ka, na, kb, nb)
+    seen = {(ka, kb)}
+    for t in range(1, max_flips + 1):
+        for fa in range(t + 1):
+            fb = t - fa
+            for a in {max(0, ka - fa), min(na, ka + fa)}:
+                for b in {max(0, kb - fb), min(nb, kb + fb)}:
+                    if (a, b) in seen:
+                        continue
+                    seen.add((a, b))
+                    if verdict_of(a, na, b, nb) != base:
+                        return t
+    return None
+
+
+def flip_note(verdict_of, ka: int, na: int, kb: int, nb: int, rate: float | None = None) -> str:
+    """'' or a note saying that the verdict turns on as many label flips as another CPU kernel set
+    is measured to cause among these runs (``ceil(rate * (na + nb))``, rate
+    ``defaults.KERNEL_FLIP_RATE``)."""
+    from . import defaults
+    rate = defaults.KERNEL_FLIP_RATE if rate is None else rate
+    budget = math.ceil(rate * (na + nb))
+    if not (na and nb) or budget < 1:
+        return ""
+    t = flips_to_change(verdict_of, int(ka), int(na), int(kb), int(nb), budget)
+    if t is None:
+        return ""
+    return (f"fragile: {t} flipped divergence label(s) of {na + nb} runs change this verdict; another CPU "
+            f"kernel set flips up to {rate:.0%} of labels (docs/kernel-sets.md), i.e. {budget} here")

@@ -28,9 +28,14 @@ def _atomic_write(path: str, write) -> None:
 
 
 def _load_npz(path: str):
+    """The array ``hidden`` of an ``.npz`` file, as a real numeric ndarray (one-line errors otherwise)."""
+    import zipfile
     import numpy as np
     if not os.path.exists(path):
         raise RKSPInputError(f"no such file: {path}")
+    if not zipfile.is_zipfile(path):          # np.load would fall back to pickle and blame "object data"
+        raise RKSPInputError(f"{path} is not a valid .npz file (expected a zip archive written by "
+                             f"numpy.savez with an array named 'hidden')")
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -38,7 +43,16 @@ def _load_npz(path: str):
     if "hidden" not in getattr(data, "files", []):
         names = ", ".join(getattr(data, "files", [])) or "none"
         raise RKSPInputError(f"{path}: expected an array named 'hidden' of shape (L+1, N, d); found: {names}")
-    return data["hidden"]
+    try:
+        hidden = data["hidden"]
+    except ValueError:                         # object arrays need pickle, which is never enabled
+        raise RKSPInputError(f"{path}: 'hidden' is an object array; save it as a numeric array "
+                             f"(float32/float64) of shape (L+1, N, d)") from None
+    except Exception as exc:
+        raise RKSPInputError(f"cannot read 'hidden' from {path}: {exc}") from None
+    if hidden.dtype.kind not in "fiu":
+        raise RKSPInputError(f"{path}: 'hidden' must be a real numeric array, got dtype {hidden.dtype}")
+    return hidden
 
 
 def _profile_cmd(args) -> int:
@@ -132,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RKSPInputError as exc:
         print(f"rksp: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:                 # a failure inside the maths is reported, not dumped
+        if type(exc).__name__ != "LinAlgError":
+            raise
+        print(f"rksp: error: linear algebra failed on these snapshots ({str(exc).splitlines()[0]})",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rksp: interrupted", file=sys.stderr)

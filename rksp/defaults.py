@@ -52,6 +52,10 @@ DIVERGE_GRAD_NORM = 500.0  # (paper); a non-finite loss or gradient also counts 
 # the step at which the 'total' reading (task + extra losses, the gradient applied) would stop.
 DIV_GRAD = 'task'
 DIV_GRAD_CHOICES = ('task', 'total')
+# (ours, measured) label flips between two CPU kernel sets on the same configs (docs/kernel-sets.md):
+# upper end of the exact 95% interval of the flip rate of the `small` sample. Count-based claims note
+# when that many flips among their runs could change their verdict (rksp.claims.flip_note).
+KERNEL_FLIP_RATE = 0.10
 
 # --- gradient baselines (Table 2) -------------------------------------------
 SPIKE_FACTOR = 1.5         # (ours) loss spike: loss > 1.5 x median of previous 20 steps

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
 import numpy as np
 import torch
 
@@ -61,6 +63,17 @@ def check_pair(X: Tensor, Y: Tensor) -> None:
         raise RKSPInputError("snapshot dimension d must be >= 1")
     if not (torch.isfinite(X).all() and torch.isfinite(Y).all()):
         raise RKSPInputError("snapshots contain NaN or Inf")
+    # Covariance entries are sums of N products of centred values (|x - mean| <= 2 max|x|), so
+    # max|x| <= sqrt(fmax / (4 N d)) keeps every covariance and its d-term products finite. Larger
+    # values are an input error, not silently rescaled: the eigenvalues (and so the masses) are
+    # invariant to one global scale of X and Y, but kappa(V), eta_nl and ResDMD depend on it
+    # through the ridge eps.
+    limit = math.sqrt(torch.finfo(X.dtype).max / (4.0 * X.shape[-1] * max(X.shape[-2], 1)))
+    big = float(torch.maximum(X.detach().abs().amax(), Y.detach().abs().amax()))
+    if big > limit:
+        raise RKSPInputError(f"snapshot values too large (max |x| = {big:.3g} > {limit:.3g}): their "
+                             f"{X.dtype} covariance would overflow; divide them by one global factor (the masses do "
+                             f"not change; kappa, eta_nl and ResDMD do, through the ridge eps)")
 
 
 @dataclass

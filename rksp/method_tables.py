@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats as _sps
 
 from . import paper as P
-from .claims import Claim
+from .claims import Claim, flip_note
 from .stabilizers import KSS_ALPHA_SWEEP, TABLES
 from .stats import fisher_exact, pearson, rate_difference, wilson
 
@@ -147,16 +147,34 @@ def _paper_div(m: str, paper_rows: Optional[Mapping[str, Mapping[str, Any]]] = N
     return float(rows.get(m, {}).get('div_pct', NAN))
 
 
+def counts_direction_claim(id: str, description: str, paper_value: Any, ka: int, na: int, kb: int, nb: int,
+                           expected_sign: int = -1, notes: str = '') -> Claim:
+    """:meth:`Claim.direction` on the divergence rate of group a minus group b (pp) with Newcombe's
+    CI and the Fisher p, from the counts; notes the counts and, when as many label flips as another
+    CPU kernel set causes could change the verdict, says so (:func:`rksp.claims.flip_note`)."""
+    def judged(a: int, n_a: int, b: int, n_b: int) -> Claim:
+        if not (n_a and n_b):
+            return Claim.direction(id, description, paper_value, NAN, None, notes='a group has no finished run',
+                                   expected_sign=expected_sign, p=NAN)
+        r = rate_difference(a, n_a, b, n_b)
+        return Claim.direction(id, description, paper_value, 100 * r['delta'], (100 * r['lo'], 100 * r['hi']),
+                               expected_sign=expected_sign, p=r['p'])
+    c = judged(ka, na, kb, nb)
+    c.notes = _join(c.notes, notes, flip_note(lambda *k: judged(*k).verdict, ka, na, kb, nb))
+    return c
+
+
 def rate_difference_claim(id: str, description: str, rows: pd.DataFrame, a: str, b: str, label: str = 'task',
                           paper_rows: Optional[Mapping[str, Mapping[str, Any]]] = None, notes: str = '',
                           expected_sign: int = -1) -> Claim:
-    """"`a` diverges less than `b`": :meth:`Claim.direction` on rate(a) - rate(b) (pp) with the
-    Newcombe CI and the Fisher p; the paper value is the paper's difference of the two rows."""
-    d = rate_diff(rows, a, b, label)
+    """"`a` diverges less than `b`": :func:`counts_direction_claim` on rate(a) - rate(b) (pp); the paper
+    value is the paper's difference of the two rows."""
+    ka, na = div_counts(rows, a, label)
+    kb, nb = div_counts(rows, b, label)
     paper = _paper_div(a, paper_rows) - _paper_div(b, paper_rows)
-    counts = f"{a}: {d['ka']}/{d['na']}, {b}: {d['kb']}/{d['nb']} ({LABEL_NAMES[label]})"
-    return Claim.direction(id, description, round(paper, 1), d['delta'], (d['lo'], d['hi']),
-                           notes=_join(counts, d['note'], notes), expected_sign=expected_sign, p=d['p'])
+    counts = f"{a}: {ka}/{na}, {b}: {kb}/{nb} ({LABEL_NAMES[label]})"
+    return counts_direction_claim(id, description, round(paper, 1), ka, na, kb, nb, expected_sign,
+                                  notes=_join(counts, notes))
 
 
 def lowest_rate_claim(id: str, description: str, rows: pd.DataFrame, target: str, methods: Sequence[str],
@@ -214,9 +232,12 @@ def reduction_factor_claim(id: str, description: str, rows: pd.DataFrame, method
     rr = risk_ratio(kr, nr, km, nm)
     pm = _paper_div(method, paper_rows)
     paper = _paper_div(reference, paper_rows) / pm if pm else NAN
+    def verdict(a: int, n_a: int, b: int, n_b: int) -> str:
+        q = risk_ratio(a, n_a, b, n_b)
+        return Claim.interval(id, description, round(paper, 2), q['rr'], (q['lo'], q['hi']), **rule_kw).verdict
     return Claim.interval(id, description, round(paper, 2), rr['rr'], (rr['lo'], rr['hi']),
                           notes=_join(f'{reference}: {kr}/{nr}, {method}: {km}/{nm} ({LABEL_NAMES[label]})',
-                                      rr['note'], notes), **rule_kw)
+                                      rr['note'], notes, flip_note(verdict, kr, nr, km, nm)), **rule_kw)
 
 
 # ----------------------------------------------------------------------------- Fig. 2 dose-response

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -59,40 +58,7 @@ def save_figure(fig, out: Path, name: str) -> Path:
     return path
 
 
-TABLE_RTOL, TABLE_ATOL = 0.05, 0.02
-_VOLATILE = re.compile(r'(time|overhead|steps_per_sec|per_step|sec|_ms$|_s$|speed)', re.I)
-_FREE_TEXT = re.compile(r'(note|data|path|rule|description|weights|inputs|error)', re.I)
-
-
-def compare_tables(ref: pd.DataFrame, new: pd.DataFrame, name: str = '', rtol: float = TABLE_RTOL,
-                   atol: float = TABLE_ATOL) -> list[str]:
-    """Differences between two versions of a results table, as messages (empty = equal within
-    |new - ref| <= atol + rtol |ref|). Same columns and row count required; text columns that name
-    rows must match exactly; free-text columns (notes, data, rules) and timing columns are skipped."""
-    errs = []
-    if list(ref.columns) != list(new.columns):
-        return [f'{name}: columns differ: {list(ref.columns)} vs {list(new.columns)}']
-    if len(ref) != len(new):
-        return [f'{name}: {len(ref)} rows committed, {len(new)} fresh']
-    for c in ref.columns:
-        if _VOLATILE.search(c):
-            continue
-        a, b = ref[c], new[c]
-        an, bn = pd.to_numeric(a, errors='coerce'), pd.to_numeric(b, errors='coerce')
-        numeric = an.notna().sum() == a.notna().sum() and a.notna().any()
-        if numeric:
-            an, bn = an.to_numpy(float), bn.to_numpy(float)
-            nan_diff = np.isnan(an) != np.isnan(bn)
-            ok = ~np.isnan(an)
-            far = np.zeros_like(ok)
-            far[ok] = np.abs(bn[ok] - an[ok]) > atol + rtol * np.abs(an[ok])
-            for i in np.flatnonzero(nan_diff | far):
-                errs.append(f'{name}[{i}, {c}]: committed {an[i]!r}, fresh {bn[i]!r}')
-        elif not _FREE_TEXT.search(c):          # a row key
-            if a.astype(object).fillna('').astype(str).tolist() != b.astype(object).fillna('').astype(str).tolist():
-                errs.append(f'{name}: row keys in {c!r} differ: {a.tolist()} vs {b.tolist()}')
-    return errs
-
+from .table_check import compare_tables  # noqa: E402,F401  (kept importable from here)
 
 
 def _pydoc_text_inputs(tokenizer, n_tokens: int, max_length: int = 64):

@@ -181,3 +181,28 @@ def test_end_to_end_with_stats():
     c2 = Claim.direction("kss", "KSS reduces divergence", -0.542, rd["delta"], (rd["lo"], rd["hi"]),
                          expected_sign=-1, p=rd["p"])
     assert c2.verdict == REPRODUCED
+
+
+def test_flips_to_change_finds_the_fewest_flips_and_flip_note_uses_the_measured_rate():
+    from rksp.claims import flip_note, flips_to_change
+    from rksp.method_tables import counts_direction_claim
+
+    def verdict(a, na, b, nb):
+        return counts_direction_claim('x', 'x', -50.0, a, na, b, nb).verdict
+    # 0/24 vs 16/24 is significant; it stays so for a few flips, not for many
+    assert verdict(0, 24, 16, 24) == 'reproduced'
+    t = flips_to_change(verdict, 0, 24, 16, 24, 12)
+    assert t is not None and 2 <= t <= 12
+    assert flips_to_change(verdict, 0, 24, 16, 24, t - 1) is None
+    # a borderline result: one flip decides it
+    assert flips_to_change(verdict, 2, 24, 8, 24, 3) == 1
+    note = flip_note(verdict, 2, 24, 8, 24, rate=0.05)          # ceil(0.05 * 48) = 3 flips
+    assert 'fragile: 1 flipped' in note and '3 here' in note
+    assert flip_note(verdict, 0, 24, 16, 24, rate=0.0) == ''
+    assert flip_note(verdict, 0, 24, 24, 24, rate=0.02) == ''   # 2 flips cannot undo 0/24 vs 24/24
+
+
+def test_count_claims_carry_the_flip_note():
+    from rksp.method_tables import counts_direction_claim
+    c = counts_direction_claim('x', 'x', -50.0, 2, 24, 8, 24, notes='counts')
+    assert c.notes.startswith('counts') and 'fragile' in c.notes

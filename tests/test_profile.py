@@ -206,7 +206,13 @@ def test_cli_hf_random_init_from_local_config(tmp_path):
     (lambda p: np.savez(p, hidden=np.zeros((3, 1, 4))), "N = 2"),
     (lambda p: np.savez(p, hidden=np.full((3, 10, 4), np.nan)), "NaN"),
     (lambda p: np.savez(p, hidden=np.zeros((1, 10, 4))), "at least 2"),
-    (lambda p: p.write_text("not an npz"), "cannot read"),
+    (lambda p: p.write_text("not an npz"), "not a valid .npz"),
+    (lambda p: np.save(p.with_suffix(".npy"), np.zeros((3, 10, 4))) or p.with_suffix(".npy").rename(p),
+     "not a valid .npz"),
+    (lambda p: np.savez(p, hidden=np.array([np.zeros((10, 4)), np.zeros((9, 4))], dtype=object)),
+     "object array"),
+    (lambda p: np.savez(p, hidden=np.full((3, 10, 4), "x")), "numeric"),
+    (lambda p: np.savez(p, hidden=np.random.default_rng(0).normal(size=(3, 64, 6)) * 1e200), "too large"),
 ])
 def test_cli_bad_inputs_exit_2_without_partial_output(tmp_path, capsys, make, msg):
     from rksp.cli import main
@@ -219,6 +225,22 @@ def test_cli_bad_inputs_exit_2_without_partial_output(tmp_path, capsys, make, ms
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("rksp: error:") and msg in lines[0], err
     assert not out.exists() and not list(tmp_path.glob(".out.json*"))
+
+
+def test_masses_invariant_to_global_scale_and_overflow_is_an_input_error():
+    """Eigenvalues of A = W S_yx S_xx^-1 W^-1 do not depend on a global scale c of (X, Y); values whose
+    covariance would overflow float64 are refused (README: not silently rescaled)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(16, 200))
+    Y = X + 0.3 * rng.normal(size=(16, 16)) @ X + 0.05 * rng.normal(size=(16, 200))
+    H = np.stack([X.T, Y.T])
+    ref = rksp.profile_hidden(H, kreiss=False, progress=False).layers
+    for c in (1e-3, 1e3, 1e100):
+        got = rksp.profile_hidden(H * c, kreiss=False, progress=False).layers
+        for col in ("m_near_unit", "m_expansive", "m_contractive", "rho"):
+            assert got[col].iloc[0] == pytest.approx(ref[col].iloc[0], rel=1e-9), (c, col)
+    with pytest.raises(RKSPInputError, match="too large"):
+        rksp.profile_hidden(H * 1e200, progress=False)
 
 
 def test_cli_model_without_blocks_and_bad_args(tmp_path):
