@@ -11,8 +11,9 @@ same recall training batch (``profile_batch_size`` = batch 32 × seq 64 = 2048 t
 the profile generator of the run seed) and :func:`rksp.profiling.profile` with 2048 snapshots; only
 the Kreiss constant, which no column here uses, is skipped.
 
-Sizes (``size``): ``'smoke'`` (tests, seconds), ``'small'`` (the four configurations the regime
-choice needs, ~1 min on one core) and ``'full'`` (every configuration below, a few minutes).
+Sizes (``size``): ``'smoke'`` (tests, seconds), ``'small'`` (the five configurations the regime
+choice needs, 105 profiles, ~2 min on one core) and ``'full'`` (every configuration below, 357
+profiles, 6.5 min on one shared core).
 
 Configurations (``CONFIGS``): init ∈ {'gpt2', 'normal', 'torch'} × (d, L) ∈ {(64,2), (64,6),
 (128,4), (256,6)} at σ = 0.02, plus the d·σ²-matched proxies of ``'normal'`` σ=0.02 at d=256
@@ -72,9 +73,10 @@ SIZES: Dict[str, Dict[str, Any]] = {
     # tests: two tiny configs, one seed, 256 snapshots
     'smoke': dict(configs=[_cfg('gpt2', 32, 2), _cfg('normal', 32, 2, proxy_std(32), proxy=True)],
                   seeds=(42,), n_snapshots=256, batch_size=8, n_train=64),
-    # the regime choice: today's small model, the paper-size normal init and its proxies
+    # the regime choice: today's small model, PyTorch's init, the paper-size normal init and its
+    # CPU proxies (~2 min on one core; d=256 is ~90 s of it)
     'small': dict(configs=[c for c in CONFIGS if c['config'] in (
-        'gpt2 d=64 L=2', 'gpt2 d=256 L=6', 'normal d=256 L=6', 'normal d=64 L=6 σ=0.04', 'normal d=96 L=6 σ=0.03266')],
+        'gpt2 d=64 L=2', 'torch d=64 L=2', 'normal d=256 L=6', 'normal d=64 L=4 σ=0.04', 'normal d=64 L=6 σ=0.04')],
         seeds=defaults.SEEDS, n_snapshots=defaults.N_SNAPSHOTS, batch_size=32, n_train=8192),
     'full': dict(configs=CONFIGS, seeds=defaults.SEEDS, n_snapshots=defaults.N_SNAPSHOTS, batch_size=32, n_train=8192),
 }
@@ -186,7 +188,7 @@ def study_figure(table: pd.DataFrame, metric: str = 'm_near_unit', configs: Opti
     import matplotlib.pyplot as plt
     configs = list(dict.fromkeys(table['config'])) if configs is None else list(configs)
     norms = [n for n in STUDY_NORMS if n in set(table['norm'])]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(norms) + 0.3 * len(configs)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.4 * len(norms) + 0.3 * len(configs) + 2.5), 3.6))
     w = 0.8 / max(1, len(configs))
     x = np.arange(len(norms))
     for i, c in enumerate(configs):
@@ -197,7 +199,7 @@ def study_figure(table: pd.DataFrame, metric: str = 'm_near_unit', configs: Opti
     ax.set_xticks(x)
     ax.set_xticklabels([NORM_NAMES[n].replace(' (', '\n(') for n in norms], fontsize=8)
     ax.set_ylabel({'m_near_unit': 'M≈1 at init', 'm_expansive': 'M>1 at init', 'rho': 'ρ at init'}.get(metric, metric))
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.0, 1.0))
     ax.set_title('RKSP profile at init by weight init and size (no training)')
     fig.tight_layout()
     return fig
