@@ -152,9 +152,9 @@ def test_paper_profile_uses_plain_normal_init_and_auto_device():
     assert c['model_cfg']['init_std'] == defaults.PAPER_INIT_STD == 0.02
     assert c['device'] == defaults.PAPER_DEVICE == 'auto'
     TrainConfig.from_dict(c)   # valid
-    # the small and smoke profiles keep their configs (and hashes): no init field
-    assert 'init' not in recall_base('small', 'none')['model_cfg']
-    assert 'device' not in recall_base('smoke', 'none')
+    # the smoke profile keeps its configs (and hashes): no init field, default device
+    assert 'init' not in recall_base('smoke', 'none')['model_cfg']
+    assert 'device' not in recall_base('smoke', 'none') and 'device' not in recall_base('small', 'none')
 
 
 # ----------------------------------------------------------------------------- the init-only study
