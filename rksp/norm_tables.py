@@ -78,7 +78,7 @@ def pool_runs(rows: pd.DataFrame) -> pd.DataFrame:
 def init_rows(pool: pd.DataFrame) -> pd.DataFrame:
     """One row per distinct initialization (norm, seed and model size): the init profile does not
     depend on the LR, so runs that differ only in LR share it."""
-    keys = [k for k in ('norm', 'seed', 'd_model', 'n_layer', 'n_head') if k in pool]
+    keys = [k for k in ('norm', 'seed', 'd_model', 'n_layer', 'n_head', 'init', 'init_std') if k in pool]
     return pool.drop_duplicates(keys, keep='first').reset_index(drop=True)
 
 
@@ -135,7 +135,8 @@ def norm_table(pool: pd.DataFrame, norms: Sequence[str] = NORMS,
     Per run: n, diverged k, Div.% with Wilson 95% CI, Fisher p of this norm against all other norms
     pooled, Acc.% (mean, sd of val_acc over the runs that did not diverge; n_acc of them).
     Per distinct initialization (n_inits): mean and sd of M≈1, M>1 and ρ at init (layer means).
-    ``paper_*`` from :data:`rksp.paper.TABLE1`; ``data`` says which data trained the runs."""
+    ``paper_*`` from :data:`rksp.paper.TABLE1`; ``data`` says which data trained the runs and
+    ``init`` which weight init (e.g. 'gpt2 σ=0.02', 'normal σ=0.04')."""
     paper = P.TABLE1 if paper is None else paper
     lab = pool.dropna(subset=['diverged'])
     rates = divergence_rate_table(lab, 'norm') if len(lab) else pd.DataFrame(columns=['norm', 'p'])
@@ -170,9 +171,26 @@ def norm_table(pool: pd.DataFrame, norms: Sequence[str] = NORMS,
         row.update({f'paper_{k2}': pr.get(k2, NAN) for k2 in ('n', 'div_pct', 'm_near_unit', 'm_expansive', 'rho',
                                                             'acc_pct')})
         row['data'] = _data_used(g)
+        row['init'] = _inits_used(g)
         row['note'] = '; '.join(notes)
         out.append(row)
     return pd.DataFrame(out)
+
+
+def _inits_used(rows: pd.DataFrame) -> str:
+    """'gpt2 σ=0.02' / 'normal σ=0.04' / 'torch' (joined with '; ' when the rows mix inits) for
+    the weight init of the rows (the `init` / `init_std` columns of rksp.sweep; '' if absent)."""
+    if 'init' not in rows or not len(rows):
+        return ''
+    out = []
+    std = rows['init_std'] if 'init_std' in rows else pd.Series(NAN, index=rows.index)
+    for init, sd in dict.fromkeys(zip(rows['init'], std)):
+        try:
+            sdf = float(sd)
+        except (TypeError, ValueError):
+            sdf = NAN
+        out.append(str(init) + (f' σ={sdf:g}' if not math.isnan(sdf) else ''))
+    return '; '.join(out)
 
 
 def _pm(m: float, sd: float, digits: int = 2) -> str:

@@ -225,3 +225,17 @@ def test_norm_identity_with_one_norm_is_uninformative():
     pool = pool[pool['norm'] == 'none'].reset_index(drop=True)
     t = NT.norm_identity_table(pool, n_boot=20).set_index('predictor')
     assert t.loc[NT.NORM_IDENTITY_PREDICTORS[1], 'auroc'] == pytest.approx(0.5)
+
+
+def test_norm_table_init_column_and_inits_keyed_by_init():
+    df = _runs()
+    assert (NT.norm_table(NT.pool_runs(df))['init'] == '').all()   # frames without an init column
+    df['init'], df['init_std'] = 'gpt2', 0.02
+    t = NT.norm_table(NT.pool_runs(df)).set_index('norm')
+    assert t.loc['No-Norm', 'init'] == 'gpt2 σ=0.02'
+    other = df.copy()
+    other['init'], other['init_std'], other['hash'] = 'normal', 0.04, other['hash'] + 'n'
+    pool = NT.pool_runs(pd.concat([df, other], ignore_index=True))
+    t = NT.norm_table(pool).set_index('norm')
+    assert t.loc['No-Norm', 'init'] == 'gpt2 σ=0.02; normal σ=0.04'
+    assert t.loc['No-Norm', 'n_inits'] == 6   # 3 seeds x 2 inits: one init profile each
