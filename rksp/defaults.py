@@ -61,6 +61,17 @@ KERNEL_FLIP_RATE = 0.10
 SPIKE_FACTOR = 1.5         # (ours) loss spike: loss > 1.5 x median of previous 20 steps
 SPIKE_WINDOW = 20          # (ours)
 
+# --- model initialization (ours: the paper says only "GPT-2-style"; issue 14) -------
+INIT = 'gpt2'              # (ours) GPT init; 'gpt2' = N(0, INIT_STD), residual c_proj at INIT_STD/sqrt(2L), DeepNet
+                           # init for DeepNorm. The default because every record before `init` existed used it.
+INIT_CHOICES = ('gpt2', 'normal', 'torch')   # 'normal' = plain N(0, INIT_STD) on every Linear/Embedding; 'torch' = PyTorch defaults
+INIT_STD = 0.02            # (ours) GPT-2's sigma
+# PROFILE=paper (Table 1-style runs): d=256, L=6 with plain N(0, 0.02) on every Linear and Embedding,
+# the init whose profile at init matches Table 1 best (docs/regime.md, rksp.init_study)
+PAPER_INIT = 'normal'
+PAPER_INIT_STD = 0.02
+PAPER_DEVICE = 'auto'      # (ours) CUDA when available, else CPU; the record's `device` says which
+
 # --- statistics ---------------------------------------------------------------
 BOOTSTRAP_RESAMPLES = 1000  # (paper)
 ECE_BINS = 10               # (ours)

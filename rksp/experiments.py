@@ -11,7 +11,10 @@ it: all associative-recall runs of a profile live in ``results/<profile>/runs/re
   (3 LRs x 8 seeds); every other method row gets 9 (3 LRs x the paper's seeds 42/123/456), so
   the whole profile fits about an hour on 2 cores. Tables print n beside every rate.
 * ``paper``: METHOD.md §8 as far as it is stated (24 trials per method, seeds 42/123/456 then
-  1003..., d=256, L=6, 5 epochs with 100 warmup steps); meant for GPUs / Dask clusters.
+  1003..., d=256, L=6, 5 epochs with 100 warmup steps); meant for GPUs / Dask clusters. Init: plain
+  N(0, 0.02) on every Linear and Embedding (``defaults.PAPER_INIT``; its profile at init is
+  the closest to Table 1, docs/regime.md), device ``'auto'`` (CUDA when available; the record's
+  ``device`` says which).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from . import defaults
 from . import paper as P
 from .reproduce import PROFILES, results_dir, write_table
 from .stabilizers import TABLES, apply_method, canonical_method
@@ -51,8 +55,10 @@ PLANS: Dict[str, Dict[str, Any]] = {
         norm_lrs=(1e-3, 3e-3, 1e-2, 3e-2), norm_trials=3, maxlr_norms=('pre_ln', 'rmsnorm', 'none'),
         maxlr_extra_lrs=(5e-3, 2e-2), n_boot=1000),
     'paper': dict(
-        recall=dict(model_cfg=dict(d_model=256, n_layer=6, n_head=8), epochs=5, warmup_steps=100, batch_size=32,
-                    n_train=10_000, n_val=2_000, profile_n_snapshots=2048, schedule='cosine'),
+        recall=dict(model_cfg=dict(d_model=256, n_layer=6, n_head=8, init=defaults.PAPER_INIT,
+                                   init_std=defaults.PAPER_INIT_STD),
+                    epochs=5, warmup_steps=100, batch_size=32, n_train=10_000, n_val=2_000,
+                    profile_n_snapshots=2048, schedule='cosine', device=defaults.PAPER_DEVICE),
         band_lrs=(0.005, 0.0075, 0.01), main_trials=8, other_trials=8,
         norm_lrs=(1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 5e-3, 8e-3, 1e-2), norm_trials=3,
         maxlr_norms=('pre_ln', 'rmsnorm', 'none'), n_boot=1000),

@@ -33,7 +33,7 @@ from .stats import (auroc_ci, auroc_diff_ci, cv_logistic, divergence_rate_table,
 NAN = float('nan')
 
 __all__ = ['pool_runs', 'init_rows', 'mean_ci', 'mean_diff', 'norm_table', 'format_norm_table', 'nonorm_vs_rest',
-           'TABLE2_PREDICTORS', 'GRADIENT_BASELINES', 'table2', 'stratified_table', 'LOGISTIC_SETS',
+           'TABLE2_PREDICTORS', 'GRADIENT_BASELINES', 'NORM_IDENTITY_PREDICTORS', 'norm_identity_table', 'table2', 'stratified_table', 'LOGISTIC_SETS',
            'logistic_table', 'paired_best_baseline', 'ece_ci', 'calibration_table', 'init_model',
            'init_eigenvalues', 'eigenvalue_figure', 'roc_figure', 'reliability_figure']
 
@@ -78,7 +78,7 @@ def pool_runs(rows: pd.DataFrame) -> pd.DataFrame:
 def init_rows(pool: pd.DataFrame) -> pd.DataFrame:
     """One row per distinct initialization (norm, seed and model size): the init profile does not
     depend on the LR, so runs that differ only in LR share it."""
-    keys = [k for k in ('norm', 'seed', 'd_model', 'n_layer', 'n_head') if k in pool]
+    keys = [k for k in ('norm', 'seed', 'd_model', 'n_layer', 'n_head', 'init', 'init_std') if k in pool]
     return pool.drop_duplicates(keys, keep='first').reset_index(drop=True)
 
 
@@ -135,7 +135,8 @@ def norm_table(pool: pd.DataFrame, norms: Sequence[str] = NORMS,
     Per run: n, diverged k, Div.% with Wilson 95% CI, Fisher p of this norm against all other norms
     pooled, Acc.% (mean, sd of val_acc over the runs that did not diverge; n_acc of them).
     Per distinct initialization (n_inits): mean and sd of M≈1, M>1 and ρ at init (layer means).
-    ``paper_*`` from :data:`rksp.paper.TABLE1`; ``data`` says which data trained the runs."""
+    ``paper_*`` from :data:`rksp.paper.TABLE1`; ``data`` says which data trained the runs and
+    ``init`` which weight init (e.g. 'gpt2 σ=0.02', 'normal σ=0.04')."""
     paper = P.TABLE1 if paper is None else paper
     lab = pool.dropna(subset=['diverged'])
     rates = divergence_rate_table(lab, 'norm') if len(lab) else pd.DataFrame(columns=['norm', 'p'])
@@ -170,9 +171,26 @@ def norm_table(pool: pd.DataFrame, norms: Sequence[str] = NORMS,
         row.update({f'paper_{k2}': pr.get(k2, NAN) for k2 in ('n', 'div_pct', 'm_near_unit', 'm_expansive', 'rho',
                                                             'acc_pct')})
         row['data'] = _data_used(g)
+        row['init'] = _inits_used(g)
         row['note'] = '; '.join(notes)
         out.append(row)
     return pd.DataFrame(out)
+
+
+def _inits_used(rows: pd.DataFrame) -> str:
+    """'gpt2 σ=0.02' / 'normal σ=0.04' / 'torch' (joined with '; ' when the rows mix inits) for
+    the weight init of the rows (the `init` / `init_std` columns of rksp.sweep; '' if absent)."""
+    if 'init' not in rows or not len(rows):
+        return ''
+    out = []
+    std = rows['init_std'] if 'init_std' in rows else pd.Series(NAN, index=rows.index)
+    for init, sd in dict.fromkeys(zip(rows['init'], std)):
+        try:
+            sdf = float(sd)
+        except (TypeError, ValueError):
+            sdf = NAN
+        out.append(str(init) + (f' σ={sdf:g}' if not math.isnan(sdf) else ''))
+    return '; '.join(out)
 
 
 def _pm(m: float, sd: float, digits: int = 2) -> str:
@@ -261,18 +279,74 @@ def _pool_cols(pool: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
     return df
 
 
+# Table 2's extra rows (issue 14): how much of the pooled AUROC the normalization identity alone
+# explains, and what M≈1 adds to it. Not in the paper (paper columns NaN).
+NORM_IDENTITY_PREDICTORS = ('Normalization identity (one-hot), CV logistic',
+                            'Normalization identity, per-norm divergence rate (in-sample upper bound)',
+                            'M≈1 at init + normalization one-hot, CV logistic')
+
+
+def _norm_onehot(df: pd.DataFrame) -> Tuple[pd.DataFrame, List[str]]:
+    df = df.copy()
+    norms = [n for n in dict.fromkeys(df['norm'].astype(str))] if 'norm' in df else []
+    cols = []
+    for n in norms:
+        c = f'norm_is_{n}'
+        df[c] = (df['norm'].astype(str) == n).astype(float)
+        cols.append(c)
+    return df, cols
+
+
+def norm_identity_table(pool: pd.DataFrame, n_boot: int = defaults.BOOTSTRAP_RESAMPLES,
+                        seed: int = 0) -> pd.DataFrame:
+    """AUROC for divergence of the normalization identity alone, over the pooled runs:
+
+    * a cross-validated logistic on the one-hot of ``norm`` (out-of-fold probabilities, as the
+      other CV rows);
+    * each run scored by its norm's divergence rate over the pool (in-sample: the highest AUROC
+      *any* score that depends on the norm only can reach on these runs, so a pooled M≈1 AUROC
+      at or below it says nothing beyond which norm a run has);
+    * a cross-validated logistic on [M≈1, one-hot of norm]: what M≈1 adds once the norm is known.
+    The within-norm AUROCs of M≈1 are :func:`stratified_table`'s."""
+    df = _pool_cols(pool, ['m_near_unit'])
+    df = df.dropna(subset=['diverged'])
+    df, cols = _norm_onehot(df)
+    rate = df.groupby('norm')['diverged'].transform('mean') if cols else pd.Series(NAN, index=df.index)
+    preds = {
+        NORM_IDENTITY_PREDICTORS[0]: lambda d: cv_logistic(d, cols, 'diverged', n_boot=n_boot, seed=seed),
+        NORM_IDENTITY_PREDICTORS[1]: lambda d: rate.loc[d.index],
+        NORM_IDENTITY_PREDICTORS[2]: lambda d: cv_logistic(d, ['m_near_unit'] + cols, 'diverged', n_boot=n_boot,
+                                                           seed=seed),
+    }
+    if not cols:
+        t = pd.DataFrame({'predictor': list(preds), 'auroc': NAN, 'lo': NAN, 'hi': NAN, 'n': 0, 'n_pos': 0,
+                          'n_neg': 0, 'note': 'no norm column'})
+    else:
+        t = predictor_table(df, preds, 'diverged', n_boot=n_boot, seed=seed)
+    n_norms = len(cols)
+    t['note'] = ['; '.join(x for x in (str(nt), f'{n_norms} normalization(s) in the pool') if x and x != 'nan')
+                 for nt in t['note']]
+    return t
+
+
 def table2(pool: pd.DataFrame, n_boot: int = defaults.BOOTSTRAP_RESAMPLES, seed: int = 0,
-           predictors: Mapping[str, Tuple[str, str]] = TABLE2_PREDICTORS) -> pd.DataFrame:
+           predictors: Mapping[str, Tuple[str, str]] = TABLE2_PREDICTORS,
+           norm_identity: bool = False) -> pd.DataFrame:
     """Table 2: AUROC of each predictor for divergence over the pooled runs, stratified bootstrap
-    95% CI, when the predictor is known (``timing``) and the paper's AUROC / CI."""
+    95% CI, when the predictor is known (``timing``) and the paper's AUROC / CI. With
+    ``norm_identity`` the rows of :func:`norm_identity_table` follow (not in the paper)."""
     df = _pool_cols(pool, [c for c, _ in predictors.values()])
     t = predictor_table(df, {k: c for k, (c, _) in predictors.items()}, 'diverged', n_boot=n_boot, seed=seed)
-    t.insert(1, 'timing', [predictors[k][1] for k in t['predictor']])
+    timing = {k: v[1] for k, v in predictors.items()}
+    if norm_identity:
+        t = pd.concat([t, norm_identity_table(pool, n_boot=n_boot, seed=seed)], ignore_index=True)
+        timing.update({k: 'init (the normalization is known before training)' for k in NORM_IDENTITY_PREDICTORS})
+    t.insert(1, 'timing', [timing[k] for k in t['predictor']])
     t['paper_auroc'] = [P.TABLE2.get(k, (NAN,) * 3)[0] for k in t['predictor']]
     t['paper_lo'] = [P.TABLE2.get(k, (NAN,) * 3)[1] for k in t['predictor']]
     t['paper_hi'] = [P.TABLE2.get(k, (NAN,) * 3)[2] for k in t['predictor']]
     t['data'] = _data_used(pool)
-    t['note'] = ['; '.join(x for x in (str(nt), _horizon_note(pool, predictors[k][0])) if x)
+    t['note'] = ['; '.join(x for x in (str(nt), _horizon_note(pool, predictors[k][0]) if k in predictors else '') if x)
                  for k, nt in zip(t['predictor'], t['note'])]
     return t
 

@@ -49,7 +49,7 @@ scheduler started with `dask scheduler` / `dask worker --nthreads 1 --nworkers 1
 
 The DataFrame `run` returns (and `load_records` reads) has one tidy row per run:
 hash, status, error, key config fields (task, model, preset, norm, d_model, n_layer,
-n_head, optimizer, lr, weight_decay, batch_size, steps, warmup_steps, schedule,
+n_head, init, init_std, device, optimizer, lr, weight_decay, batch_size, steps, warmup_steps, schedule,
 grad_clip, seed, hooks), data_name, data_is_standin, n_params, profile_error, diverged, div_step,
 div_reason, steps_done, final_train_loss, val_loss, val_acc, val_ppl, the four
 gradient baselines, `prof_<key>` for every key of the RKSP profile summary (e.g.
@@ -87,7 +87,7 @@ DASK_ADDRESS_ENV = 'RKSP_DASK_ADDRESS'
 
 _KEY_FIELDS = ('task', 'lm_mode', 'model', 'preset', 'optimizer', 'lr', 'weight_decay', 'batch_size', 'steps',
                'warmup_steps', 'schedule', 'grad_clip', 'seed', 'div_grad')
-_MODEL_FIELDS = ('norm', 'd_model', 'n_layer', 'n_head', 'n_experts', 'top_k', 'spline_order')
+_MODEL_FIELDS = ('norm', 'd_model', 'n_layer', 'n_head', 'n_experts', 'top_k', 'spline_order', 'init_std')
 _RESULT_FIELDS = ('data_name', 'data_is_standin', 'n_params', 'profile_error', 'diverged', 'div_step', 'div_reason',
                   'div_step_total_grad', 'steps_done', 'final_train_loss', 'val_loss', 'val_acc', 'val_ppl',
                   'grad_norm_step1', 'grad_norm_step100', 'grad_var_1_100', 'loss_spikes_1_500')
@@ -226,6 +226,16 @@ def record_to_row(record: Dict[str, Any], path: Optional[str] = None) -> Dict[st
             preset_mc = {}
     for k in _MODEL_FIELDS:
         row[k] = mc.get(k, user_mc.get(k, preset_mc.get(k, 'pre_ln' if k == 'norm' else None)))
+    # the weight init (a record made before `init` existed was 'gpt2'), and the device it ran on
+    if record.get('init') is not None:
+        row['init'], row['init_std'] = record.get('init'), record.get('init_std')
+    else:
+        from .train import init_fields
+        f = init_fields(cfg.get('model', 'gpt'), {**preset_mc, **user_mc, **mc})
+        row['init'] = f['init']
+        if f['init'] == 'torch':
+            row['init_std'] = None
+    row['device'] = record.get('device') or (record.get('env') or {}).get('device')
     hooks = cfg.get('hooks') or []
     row['hooks'] = json.dumps(hooks, sort_keys=True) if hooks else ''
     for k in _RESULT_FIELDS:

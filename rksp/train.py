@@ -50,6 +50,9 @@ are kept and written by `json` as NaN/Infinity):
   schema_version, status ('ok'), hash (config_hash of `config`), config (dict),
   task_kind ('recall'|'lm'|'image'), data_name, data_is_standin, n_train, n_val,
   seq_len, model_config (resolved GPTConfig/ViTConfig as dict), n_params,
+  init, init_std (the weight init, `model_cfg.init` / `init_std`: 'gpt2' | 'normal' | 'torch' for
+  GPT, 'gpt2' for MoE, 'model_default' for the other models; a config without `init` is 'gpt2'),
+  device (the torch device the run used, e.g. 'cpu' or 'cuda:0'; `config.device` may say 'auto'),
   profile ({'summary': {...}, 'layers': [...], 'meta': {...}} or None), profile_error,
   profile_end (same, of the trained model on the same inputs; only with profile_at_end and no divergence)
   (None, or 'ExcType: message' when the profiler raised: the run still trains, profile=None),
@@ -109,7 +112,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .defaults import (DIV_GRAD, DIV_GRAD_CHOICES, DIVERGE_GRAD_NORM, DIVERGE_LOSS, N_SNAPSHOTS,
+from .defaults import (INIT as DEFAULT_INIT, DIV_GRAD, DIV_GRAD_CHOICES, DIVERGE_GRAD_NORM, DIVERGE_LOSS, N_SNAPSHOTS,
                        SNAPSHOT_SEED, SPIKE_FACTOR, SPIKE_WINDOW)
 from .errors import RKSPInputError
 from .snapshots import find_blocks, residual_states as capture_residuals
@@ -684,6 +687,20 @@ def _model_config(c: TrainConfig, data: Optional[TaskData]):
     return cls(**kw)
 
 
+def init_fields(model: str, model_config: Dict[str, Any]) -> Dict[str, Any]:
+    """{'init', 'init_std'} of a resolved model config (the record's and the tables' `init` column):
+    GPT carries `init`; MoE's init is GPT-2's; other models use their own ('model_default')."""
+    mc = model_config or {}
+    if 'init' in mc:
+        label = mc['init']
+    else:
+        label = DEFAULT_INIT if model in ('gpt', 'moe') else 'model_default'
+    std = mc.get('init_std')
+    if label == 'torch':
+        std = None   # PyTorch's defaults do not read init_std
+    return {'init': label, 'init_std': std}
+
+
 def build_model(c: TrainConfig, data: TaskData) -> Tuple[nn.Module, Dict[str, Any]]:
     mcfg = _model_config(c, data)
     if c.model in SEQ_MODELS:
@@ -1179,6 +1196,7 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
         'task_kind': data.kind, 'data_name': data.data_name, 'data_is_standin': data.is_standin,
         'n_train': data.n_train, 'n_val': data.n_val, 'seq_len': data.seq_len,
         'model_config': to_jsonable(model_config), 'n_params': int(n_params),
+        **init_fields(cfg.model, model_config), 'device': str(device),
         'profile': None, 'profile_error': None, 'steps_planned': int(steps), 'extras': {},
     }
 

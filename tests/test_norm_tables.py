@@ -196,3 +196,46 @@ def test_figures_build():
     ct, bins = NT.calibration_table(pool, {'raw': pool['m_near_unit']}, n_boot=10)
     fig = NT.reliability_figure(bins, dict(zip(ct['variant'], ct['ece'])))
     assert len(fig.axes) == 2
+
+
+def test_norm_identity_rows_of_table2():
+    """Issue 14: the AUROC of the normalization identity alone, and of M≈1 once the norm is known."""
+    pool = NT.pool_runs(_runs(div_none=(1, 1, 0, 1, 0, 1)))   # only No-Norm diverges (4/6)
+    t = NT.norm_identity_table(pool, n_boot=50).set_index('predictor')
+    assert list(t.index) == list(NT.NORM_IDENTITY_PREDICTORS)
+    # in-sample per-norm rate: No-Norm runs score 4/6, every other run 0 -> the AUROC of "is No-Norm"
+    is_none = (pool['norm'] == 'none').astype(float)
+    rate = NT.NORM_IDENTITY_PREDICTORS[1]
+    assert t.loc[rate, 'auroc'] == pytest.approx(auroc(is_none, pool['diverged']))
+    # 4 positives x 12 other-norm negatives ranked right, 4 x 2 No-Norm negatives tied: (48 + 4) / 56
+    assert t.loc[rate, 'auroc'] == pytest.approx(52 / 56)
+    # here M≈1 is exactly "is No-Norm" plus a within-norm constant: it adds nothing to the identity
+    assert auroc(pool['m_near_unit'], pool['diverged']) == pytest.approx(t.loc[rate, 'auroc'])
+    assert 0.5 <= t.loc[NT.NORM_IDENTITY_PREDICTORS[0], 'auroc'] <= 1.0
+    assert '3 normalization(s)' in t.loc[rate, 'note']
+    # table2 appends the rows on request, with their timing and no paper value
+    t2 = NT.table2(pool, n_boot=20, norm_identity=True).set_index('predictor')
+    assert list(t2.index) == list(NT.TABLE2_PREDICTORS) + list(NT.NORM_IDENTITY_PREDICTORS)
+    assert t2.loc[rate, 'timing'].startswith('init') and math.isnan(t2.loc[rate, 'paper_auroc'])
+    assert list(NT.table2(pool, n_boot=20).index) == list(range(len(NT.TABLE2_PREDICTORS)))
+
+
+def test_norm_identity_with_one_norm_is_uninformative():
+    pool = NT.pool_runs(_runs())
+    pool = pool[pool['norm'] == 'none'].reset_index(drop=True)
+    t = NT.norm_identity_table(pool, n_boot=20).set_index('predictor')
+    assert t.loc[NT.NORM_IDENTITY_PREDICTORS[1], 'auroc'] == pytest.approx(0.5)
+
+
+def test_norm_table_init_column_and_inits_keyed_by_init():
+    df = _runs()
+    assert (NT.norm_table(NT.pool_runs(df))['init'] == '').all()   # frames without an init column
+    df['init'], df['init_std'] = 'gpt2', 0.02
+    t = NT.norm_table(NT.pool_runs(df)).set_index('norm')
+    assert t.loc['No-Norm', 'init'] == 'gpt2 σ=0.02'
+    other = df.copy()
+    other['init'], other['init_std'], other['hash'] = 'normal', 0.04, other['hash'] + 'n'
+    pool = NT.pool_runs(pd.concat([df, other], ignore_index=True))
+    t = NT.norm_table(pool).set_index('norm')
+    assert t.loc['No-Norm', 'init'] == 'gpt2 σ=0.02; normal σ=0.04'
+    assert t.loc['No-Norm', 'n_inits'] == 6   # 3 seeds x 2 inits: one init profile each

@@ -16,6 +16,24 @@ Per-norm block (f = attention or MLP sub-layer, applied twice per block):
   deepnorm LN(alpha*h + f(h)), alpha=(2N)^1/4  DeepNet init (beta=(8N)^-1/4), no final LN
   subln    h + f(LN(h)), f with an extra LN before its output projection; final LN
   none     h + f(h)                           no norm anywhere
+  deepnorm_pre  alpha*h + f(LN(h)), alpha=(2N)^1/4   extra (not one of the paper's six, see below);
+                final LN before the head
+
+`deepnorm_pre` (EXTRA_NORMS) is the "DeepNorm captured before any LayerNorm" variant of issue 14:
+the DeepNet alpha-scaled skip with the LayerNorm moved onto the branch input, so the residual
+stream the profiler captures is alpha*h + f(...) itself, never normalized. The paper's DeepNorm
+row (M~1 0.00, M>1 1.00, rho 3.94) is checked against it in `rksp.init_study`.
+
+Init (`GPTConfig.init`, rksp/defaults.py INIT / INIT_STD; the paper states none, only
+"GPT-2-style"):
+  'gpt2'    normal(0, init_std) on every Linear / Embedding weight, zero biases, and the residual
+            output projections (attn.c_proj, mlp.c_proj) at init_std/sqrt(2L) (GPT-2); DeepNorm
+            (and deepnorm_pre) use the DeepNet init of their blocks instead. The default: every
+            record made before `init` existed used it.
+  'normal'  plain normal(0, init_std) on every Linear and Embedding weight, zero biases, no
+            residual scaling and no DeepNet init (LayerNorm gains 1, biases 0).
+  'torch'   PyTorch's module defaults (Linear: kaiming-uniform(a=sqrt 5) weights and uniform
+            biases; Embedding: normal(0, 1)); init_std is not used.
 
 References. DeepNorm: Wang et al. 2022, "DeepNet: Scaling Transformers to 1,000
 Layers" (arXiv 2203.00555): alpha = (2N)^(1/4), beta = (8N)^(-1/4) for a
@@ -35,19 +53,36 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-NORMS = ('pre_ln', 'post_ln', 'rmsnorm', 'deepnorm', 'subln', 'none')
+from .. import defaults
 
-# norms whose block is h + f(norm(h)) and which put a norm before the head
-_PRE_NORMS = ('pre_ln', 'rmsnorm', 'subln')
+NORMS = ('pre_ln', 'post_ln', 'rmsnorm', 'deepnorm', 'subln', 'none')
+# block layouts beyond the paper's six (module docstring); GPT only
+EXTRA_NORMS = ('deepnorm_pre',)
+ALL_NORMS = NORMS + EXTRA_NORMS
+# weight initializations (module docstring)
+INITS = defaults.INIT_CHOICES   # ('gpt2', 'normal', 'torch')
+
+# norms whose block is alpha*h + f(norm(h)) (alpha = 1 except deepnorm_pre) and which put a norm before the head
+_PRE_NORMS = ('pre_ln', 'rmsnorm', 'subln', 'deepnorm_pre')
+# norms with the DeepNet alpha skip and the DeepNet init under init='gpt2'
+_DEEPNET_NORMS = ('deepnorm', 'deepnorm_pre')
 # norms whose block is norm(alpha * h + f(h)); the stream leaves each block normalized
 _POST_NORMS = ('post_ln', 'deepnorm')
 
 LN_EPS = 1e-5  # LayerNorm / RMSNorm epsilon (PyTorch's LayerNorm default)
 
 
-def validate_norm(norm: str) -> None:
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; valid norms are {', '.join(NORMS)}")
+def validate_norm(norm: str, allowed=NORMS) -> None:
+    if norm not in allowed:
+        raise ValueError(f"unknown norm {norm!r}; valid norms are {', '.join(allowed)}")
+
+
+def validate_init(init: str, init_std) -> None:
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; valid inits are {', '.join(INITS)}")
+    if isinstance(init_std, bool) or not isinstance(init_std, (int, float)) or not init_std > 0 \
+            or not math.isfinite(init_std):
+        raise ValueError(f"init_std must be a finite number > 0, got {init_std!r}")
 
 
 def deepnorm_alpha(n_layer: int) -> float:
@@ -68,15 +103,17 @@ class GPTConfig:
     n_head: int = 4
     d_model: int = 128
     mlp_ratio: float = 4.0
-    norm: str = 'pre_ln'           # one of NORMS
+    norm: str = 'pre_ln'           # one of ALL_NORMS
     dropout: float = 0.0
     bias: bool = True              # bias in Linear and LayerNorm layers
     tie_embeddings: bool = True    # head shares wte's weight (only when n_classes is None)
-    init_std: float = 0.02
+    init: str = defaults.INIT      # one of INITS (module docstring)
+    init_std: float = defaults.INIT_STD
     n_classes: Optional[int] = None  # classifier head of n_classes logits instead of vocab_size
 
     def __post_init__(self):
-        validate_norm(self.norm)
+        validate_norm(self.norm, ALL_NORMS)
+        validate_init(self.init, self.init_std)
         for name in ('vocab_size', 'block_size', 'n_layer', 'n_head', 'd_model'):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -89,8 +126,6 @@ class GPTConfig:
             raise ValueError(f"mlp_ratio must be positive (hidden = int(mlp_ratio*d_model) >= 1), got {self.mlp_ratio!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not self.init_std > 0:
-            raise ValueError(f"init_std must be positive, got {self.init_std!r}")
 
     @property
     def d_hidden(self) -> int:
@@ -157,7 +192,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """One residual block h_l -> h_{l+1}: an attention sub-layer then an MLP sub-layer.
 
-    Pre-norm variants (pre_ln, rmsnorm, subln): h = h + f(norm(h)).
+    Pre-norm variants (pre_ln, rmsnorm, subln): h = h + f(norm(h)); deepnorm_pre: h = alpha*h + f(LN(h)).
     Post-norm variants (post_ln, deepnorm):      h = norm(alpha * h + f(h)), alpha = 1 for post_ln.
     none:                                        h = h + f(h).
     """
@@ -166,7 +201,7 @@ class Block(nn.Module):
         super().__init__()
         self.norm = cfg.norm
         self.pre = cfg.norm in _PRE_NORMS
-        self.alpha = deepnorm_alpha(cfg.n_layer) if cfg.norm == 'deepnorm' else 1.0
+        self.alpha = deepnorm_alpha(cfg.n_layer) if cfg.norm in _DEEPNET_NORMS else 1.0
         kind = {'rmsnorm': 'rms', 'none': 'none'}.get(cfg.norm, 'ln')
         self.ln_1 = make_norm(kind, cfg.d_model, cfg.bias)
         self.attn = CausalSelfAttention(cfg, inner_norm=cfg.norm == 'subln')
@@ -175,8 +210,12 @@ class Block(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if self.pre:
-            h = h + self.attn(self.ln_1(h))
-            h = h + self.mlp(self.ln_2(h))
+            if self.alpha != 1.0:   # deepnorm_pre
+                h = self.alpha * h + self.attn(self.ln_1(h))
+                h = self.alpha * h + self.mlp(self.ln_2(h))
+            else:
+                h = h + self.attn(self.ln_1(h))
+                h = h + self.mlp(self.ln_2(h))
         elif self.norm in _POST_NORMS:
             h = self.ln_1(self.alpha * h + self.attn(h))
             h = self.ln_2(self.alpha * h + self.mlp(h))
@@ -212,7 +251,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(cfg.block_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
-        final = {'pre_ln': 'ln', 'subln': 'ln', 'rmsnorm': 'rms'}.get(cfg.norm, 'none')
+        final = {'pre_ln': 'ln', 'subln': 'ln', 'rmsnorm': 'rms', 'deepnorm_pre': 'ln'}.get(cfg.norm, 'none')
         self.ln_f = make_norm(final, cfg.d_model, cfg.bias)
         if cfg.n_classes is not None:
             self.head = nn.Linear(cfg.d_model, cfg.n_classes, bias=cfg.bias)
@@ -224,16 +263,22 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def _init_weights(self) -> None:
-        """normal(0, init_std) for Linear/Embedding, zero biases; residual output
-        projections (attn.c_proj, mlp.c_proj) use GPT-2's init_std/sqrt(2L).
-        DeepNorm instead uses the DeepNet init of its blocks (beta = (8N)^(-1/4))."""
+        """`config.init` (module docstring). 'gpt2': normal(0, init_std) for Linear/Embedding,
+        zero biases; residual output projections (attn.c_proj, mlp.c_proj) use GPT-2's
+        init_std/sqrt(2L); DeepNorm instead uses the DeepNet init of its blocks
+        (beta = (8N)^(-1/4)). 'normal': normal(0, init_std) on every Linear/Embedding weight,
+        zero biases, nothing else. 'torch': the modules keep PyTorch's defaults."""
         cfg = self.config
+        if cfg.init == 'torch':
+            return
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, mean=0.0, std=cfg.init_std)
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
-        if cfg.norm == 'deepnorm':
+        if cfg.init == 'normal':
+            return
+        if cfg.norm in _DEEPNET_NORMS:
             beta = deepnorm_beta(cfg.n_layer)
             for blk in self.blocks:
                 blk.deepnorm_init_(beta)
