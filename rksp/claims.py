@@ -36,7 +36,7 @@ import pandas as pd
 
 __all__ = ["VERDICTS", "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "Verdict", "Claim",
            "verdict_interval", "verdict_direction", "verdict_better_than", "claims_table", "to_markdown",
-           "verdict_counts", "flips_to_change", "flip_note"]
+           "verdict_counts", "flips_to_change", "flip_note", "annotate_flip_fragility"]
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
@@ -352,3 +352,39 @@ def flip_note(verdict_of, ka: int, na: int, kb: int, nb: int, rate: float | None
         return ""
     return (f"fragile: {t} flipped divergence label(s) of {na + nb} runs change this verdict; another CPU "
             f"kernel set flips up to {rate:.0%} of labels (docs/kernel-sets.md), i.e. {budget} here")
+
+
+_COUNT = __import__("re").compile(r"(\d+)\s*/\s*(\d+)")
+
+
+def annotate_flip_fragility(claims: pd.DataFrame, rate: float | None = None) -> pd.DataFrame:
+    """Add :func:`flip_note` to the notes of every two-group divergence-rate claim of a claims table
+    that lacks it (claims tables written before the builders added it). Such a claim is a direction
+    rule on the rate difference (pp) whose notes begin with the two counts ``k/n``; the counts are
+    taken as parsed only when they reproduce the claim's own number and verdict, else the row is
+    left alone."""
+    from .method_tables import counts_direction_claim
+    out = claims.copy()
+    for i, row in out.iterrows():
+        notes, rule = str(row.get("notes", "") or ""), str(row.get("rule", "") or "")
+        if "fragile" in notes or not rule.startswith("expected "):
+            continue
+        m = _COUNT.findall(notes)
+        if len(m) < 2:
+            continue
+        (ka, na), (kb, nb) = ((int(k), int(n)) for k, n in m[:2])
+        if not (na and nb and ka <= na and kb <= nb):
+            continue
+        sign = +1 if rule.startswith("expected positive") else -1
+        judged = lambda a, n_a, b, n_b: counts_direction_claim("x", "x", NAN_, a, n_a, b, n_b, sign)
+        c = judged(ka, na, kb, nb)
+        ours = float(row["ours"]) if not _nan(row.get("ours")) else float("nan")
+        if not (math.isfinite(ours) and abs(c.ours - ours) < 1e-6 and c.verdict == row["verdict"]):
+            continue                                   # not a rate difference of these counts
+        note = flip_note(lambda *k: judged(*k).verdict, ka, na, kb, nb, rate)
+        if note:
+            out.at[i, "notes"] = f"{notes}; {note}" if notes else note
+    return out
+
+
+NAN_ = float("nan")

@@ -136,20 +136,27 @@ def flip_summary(flips: pd.DataFrame, group: Optional[str] = None) -> pd.DataFra
 
 
 def sample_recall_runs(profile: str, n: int, seed: int = 0) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
-    """``n`` distinct recall runs of ``profile`` (notebooks 01-07), drawn at random with ``seed``,
-    with every headline row (No control, Grad clip 1.0, KSS α=0.15) given at least n/6 runs."""
+    """``n`` recall runs of ``profile`` (notebooks 01-07) with distinct config hashes, drawn at random
+    with ``seed``, every headline row (No control, Grad clip 1.0, KSS α=0.15) given at least n/6."""
     from .experiments import MAIN_METHODS, all_recall_configs, unique_runs
+    from .train import TrainConfig
     pool = unique_runs(all_recall_configs(profile))
+    hashes = [TrainConfig.from_dict(dict(c)).hash() for _, c in pool]
     rng = random.Random(seed)
     per = max(1, n // 6)
     picked, seen = [], set()
+
+    def take(idx):
+        for i in idx:
+            if len(picked) < n and hashes[i] not in seen:
+                picked.append(pool[i])
+                seen.add(hashes[i])
     for m in MAIN_METHODS:
-        cand = [x for x in pool if x[0].get('method') == m]
-        for x in rng.sample(cand, min(per, len(cand))):
-            picked.append(x)
-            seen.add(id(x))
-    rest = [x for x in pool if id(x) not in seen]
-    picked += rng.sample(rest, max(0, min(n - len(picked), len(rest))))
+        cand = [i for i, x in enumerate(pool) if x[0].get('method') == m]
+        take(rng.sample(cand, min(per, len(cand))))
+    rest = list(range(len(pool)))
+    rng.shuffle(rest)
+    take(rest)
     return picked
 
 

@@ -206,3 +206,19 @@ def test_count_claims_carry_the_flip_note():
     from rksp.method_tables import counts_direction_claim
     c = counts_direction_claim('x', 'x', -50.0, 2, 24, 8, 24, notes='counts')
     assert c.notes.startswith('counts') and 'fragile' in c.notes
+
+
+def test_annotate_flip_fragility_parses_counts_only_when_they_reproduce_the_claim():
+    import pandas as pd
+    from rksp.claims import annotate_flip_fragility
+    from rksp.method_tables import counts_direction_claim
+    c = counts_direction_claim('a', 'a', -50.0, 8, 24, 2, 24)          # borderline: 8/24 vs 2/24
+    row = dict(source='s', id='a', claim='a', paper=-50.0, ours=c.ours, ci='', verdict=c.verdict, rule=c.rule,
+               notes='KSS: 8/24, No control: 2/24 (task)')
+    wrong = dict(row, id='b', notes='KSS: 7/24, No control: 2/24 (task)')    # counts do not give `ours`
+    other = dict(row, id='c', rule='paper 0.16, tol = 0.05', notes='3/3 inits')
+    out = annotate_flip_fragility(pd.DataFrame([row, wrong, other]), rate=0.1)
+    assert 'fragile: 1 flipped' in out.loc[0, 'notes'] and out.loc[0, 'notes'].startswith('KSS: 8/24')
+    assert out.loc[1, 'notes'] == wrong['notes'] and out.loc[2, 'notes'] == other['notes']
+    again = annotate_flip_fragility(out, rate=0.1)
+    assert again.loc[0, 'notes'] == out.loc[0, 'notes']                     # idempotent
