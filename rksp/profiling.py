@@ -160,7 +160,7 @@ def profile_hidden(hidden, *, eps: float = defaults.WHITEN_EPS, kreiss: bool = T
         progress = L * d * d > 12 * 256 * 256
     def one(l):
         m, dmd, _ = layer_metrics(hidden[l].T, hidden[l + 1].T, eps=eps, tau=tau, kreiss=kreiss)
-        return {"layer": l, **m}, dmd.eigvals.cpu().numpy()
+        return {"layer": l, **m}, dmd.eigvals.cpu().numpy(), int(dmd.keep.sum())
 
     n_workers = _n_workers(workers, hidden.device, L)
     results: dict[int, tuple] = {}
@@ -185,7 +185,11 @@ def profile_hidden(hidden, *, eps: float = defaults.WHITEN_EPS, kreiss: bool = T
     eigs = [results[l][1] for l in range(L)]
     cols = ["layer", *METRIC_COLUMNS, "update_norm", "d", "n", "flags"]
     layers = pd.DataFrame(rows)[cols]
-    info = {"d": int(d), "n_snapshots": int(N), "n_layers": int(L), "eps": eps, "tau": tau}
+    info = {"d": int(d), "n_snapshots": int(N), "n_layers": int(L), "eps": eps, "tau": tau,
+            # fewest distinct token states at any depth, and the smallest covariance rank of X_l:
+            # rank < d with n_distinct_states >= d means the states lie in a subspace
+            "n_distinct_states": min(int(torch.unique(h, dim=0).shape[0]) for h in hidden),
+            "cov_rank_min": min(results[l][2] for l in range(L))}
     info.update(meta or {})
     return Profile(layers=layers, eigenvalues=eigs, meta=info)
 
