@@ -190,8 +190,10 @@ class Tracker:
         finally:
             self._profiling = False
             self.model.train(was)
+        prof.meta["step"] = int(step)
+        prof.meta["seconds"] = time.perf_counter() - t0
         self.records.append((int(step), prof))
-        self.seconds += time.perf_counter() - t0
+        self.seconds += prof.meta["seconds"]
         return prof
 
     def step(self, step: int, *, mask: torch.Tensor | None = None) -> torch.Tensor:
