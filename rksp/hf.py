@@ -58,12 +58,21 @@ def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
     """One TCP connect to the hub's host with a short timeout (no HTTP request, no retries)."""
     if hub_offline():
         return False
+    import threading
     host, port = _hub_host()
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    ok = []
+
+    def probe():                      # in a thread: the DNS lookup itself has no timeout
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(ok)
 
 
 @dataclass
@@ -143,7 +152,9 @@ def load_hf(name: str, *, random_init: bool = False, dtype: torch.dtype = torch.
         hint = " (offline: only local paths, cached models, all-MiniLM-L6-v2, or --random-init shapes " \
                f"{sorted(SHAPE_CONFIGS)} work)" if offline else ""
         first = re.sub(r"[a-z]+://[^\s'\"]+", "the hub", str(exc).splitlines()[0] if str(exc) else "")
-        raise RKSPInputError(f"cannot load {name!r}: {first}{hub_note}{hint}") from None
+        if hub_note:
+            first = "the hub is unreachable and it is not in the local cache"
+        raise RKSPInputError(f"cannot load {name!r}: {first}{hint}") from None
     model.eval()
     tok = None
     try:
@@ -296,7 +307,9 @@ def dataset_text(spec: str, *, n_chars: int = 400_000) -> tuple[str, str]:
         ds = datasets.load_dataset(name, config, split=split, streaming=False)
     except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, ValueError)
         first = re.sub(r"[a-z]+://[^\s'\"]+", "the hub", (str(exc).splitlines() or [""])[0])
-        raise RKSPInputError(f"cannot load dataset {spec!r}: {type(exc).__name__}: {first}") from None
+        if cache_only:
+            first = "the hub is unreachable and it is not in the local datasets cache"
+        raise RKSPInputError(f"cannot load dataset {spec!r}: {first}") from None
     cols = [c for c, f in ds.features.items() if getattr(f, "dtype", None) in ("string", "large_string")]
     if not cols:
         raise RKSPInputError(f"dataset {spec!r} has no text column (columns: {', '.join(ds.column_names)})")
