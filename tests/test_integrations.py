@@ -127,3 +127,18 @@ def test_tracker_bad_arguments():
         rksp.track(_tiny_gpt2(), torch.zeros(1, 4, dtype=torch.long), kss={"alpha": 1})
     with pytest.raises(RKSPInputError, match="no profile"):
         rksp.integrations.RKSPCallback({"input_ids": torch.zeros(1, 4, dtype=torch.long)}).frame()
+
+
+def test_track_runs_no_norm_with_and_without_kss():
+    from rksp.tracking import plot_track, track_runs
+    df = track_runs("smoke", every=10, progress=False)
+    assert set(df["run"]) == {"No control", "KSS α=0.15"}
+    steps = sorted(df["step"].unique())
+    assert steps[0] == 0 and len(steps) >= 2 and all(s % 10 == 0 for s in steps)
+    near = df[(df.metric == "m_near_unit") & (df.layer >= 0)]
+    at0 = near[near.step == 0].groupby("run")["value"].apply(list)
+    assert at0["No control"] == at0["KSS α=0.15"]          # same init (same seed), before any KSS step
+    later = near[near.step == steps[-1]].groupby("run")["value"].apply(list)
+    assert later["No control"] != later["KSS α=0.15"]      # the runs differ once KSS has acted
+    fig = plot_track(df, by="run")
+    assert len(fig.axes) == 3
