@@ -286,7 +286,7 @@ class TrackHooks(TrainHooks):
             self.stopped_at = step
 
     def after_step(self, step, model, optimizer, info):
-        done = int(step) + 1                           # steps completed
+        done = int(step)                               # the harness counts steps from 1: `step` completed
         if done % self.every == 0:
             self._profile(done)
 

@@ -138,6 +138,10 @@ def test_track_runs_no_norm_with_and_without_kss():
     near = df[(df.metric == "m_near_unit") & (df.layer >= 0)]
     at0 = near[near.step == 0].groupby("run")["value"].apply(list)
     assert at0["No control"] == at0["KSS α=0.15"]          # same init (same seed), before any KSS step
+    # the harness applies KSS on steps 10, 20, 30 (counted from 1): the profile after 9 steps would
+    # still be identical, the one after 10 completed steps already differs
+    at10 = near[near.step == 10].groupby("run")["value"].apply(list)
+    assert at10["No control"] != at10["KSS α=0.15"]
     later = near[near.step == steps[-1]].groupby("run")["value"].apply(list)
     assert later["No control"] != later["KSS α=0.15"]      # the runs differ once KSS has acted
     fig = plot_track(df, by="run")
