@@ -1,8 +1,6 @@
 """RKSP over training: Trainer callback (logged keys, KSS changes the gradients), plain-loop tracker."""
-import copy
 import math
 
-import pandas as pd
 import pytest
 import torch
 

