@@ -4,7 +4,7 @@ import pathlib
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-ORDER = ["bench_dmd.py", "bench_train.py", "bench_kss.py"]
+ORDER = ["bench_dmd.py", "bench_profile.py", "bench_train.py", "bench_kss.py"]
 
 for name in ORDER:
     path = HERE / name

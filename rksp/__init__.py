@@ -6,6 +6,8 @@ Reference implementation of arXiv 2602.22988. Main entry points::
     prof = rksp.profile(model, inputs)          # one forward pass at init
     prof.layers, prof.summary, prof.plot()
     rksp.whitened_dmd(X, Y)                     # raw d x N snapshot matrices
+    tracker = rksp.track(model, batch, every=50, kss=rksp.KSSConfig())   # over training
+    rksp.RKSPCallback(batch, every=50).attach(trainer)                   # HF Trainer
 """
 from .dmd import WhitenedDMD, randomized_dmd_eigvals, whitened_dmd
 from .errors import RKSPInputError
@@ -13,9 +15,20 @@ from .kss import KSS, KSSConfig, kss_layer_loss
 from .profiling import Profile, profile, profile_hidden
 from .risk import RiskModel
 
+
+def __getattr__(name):  # lazy: the training harness / transformers load only when tracking is used
+    import importlib
+    if name in ("integrations", "RKSPCallback"):
+        mod = importlib.import_module(".integrations", __name__)
+        return mod if name == "integrations" else mod.RKSPCallback
+    if name in ("track", "Tracker", "tracking"):
+        mod = importlib.import_module(".tracking", __name__)
+        return mod if name == "tracking" else getattr(mod, name)
+    raise AttributeError(f"module 'rksp' has no attribute {name!r}")
+
 __version__ = "0.1.0"
 
 
 __all__ = ["whitened_dmd", "randomized_dmd_eigvals", "WhitenedDMD", "RKSPInputError",
            "profile", "profile_hidden", "Profile", "KSS", "KSSConfig", "kss_layer_loss"]
-__all__ += ["RiskModel"]
+__all__ += ["RiskModel", "track", "Tracker"]

@@ -67,13 +67,29 @@ def _profile_cmd(args) -> int:
         prof = profile_hidden(hidden, eps=args.eps, kreiss=not args.no_kreiss, progress=progress,
                               meta={"source": str(args.snapshots)})
     else:
-        from .hf import load_hf, prompt_inputs, read_prompts
+        from .hf import (dataset_text, load_hf, model_context, prompt_inputs, read_prompts, read_text_file,
+                         text_inputs)
         import torch
+        if args.text and args.dataset:
+            raise RKSPInputError("give at most one of --text FILE and --dataset NAME")
+        if (args.text or args.dataset) and args.prompts:
+            raise RKSPInputError("--prompts is the paper's prompt protocol; it does not combine with --text/--dataset")
+        if args.max_length is not None and args.max_length < 2:
+            raise RKSPInputError(f"--max-length must be >= 2, got {args.max_length}")
+        text = source = None
+        if args.text:                                   # read before loading a model: fail fast
+            text, source = read_text_file(args.text), str(args.text)
+        elif args.dataset:
+            text, source = dataset_text(args.dataset)
         dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
         loaded = load_hf(args.hf, random_init=args.random_init, seed=args.seed, dtype=dtype,
                          device_map=args.device_map)
-        inputs, desc = prompt_inputs(loaded, read_prompts(args.prompts), repeats=args.repeats,
-                                     max_length=args.max_length, seed=args.seed)
+        if text is not None:
+            inputs, desc = text_inputs(loaded, text, n_tokens=args.n_snapshots,
+                                       window=model_context(loaded, args.max_length), source=source)
+        else:
+            inputs, desc = prompt_inputs(loaded, read_prompts(args.prompts), repeats=args.repeats,
+                                         max_length=args.max_length or 64, seed=args.seed)
         prof = profile(loaded.model, inputs, n_snapshots=args.n_snapshots, seed=args.seed, eps=args.eps,
                        kreiss=not args.no_kreiss, progress=progress,
                        meta={"model": loaded.name, "weights": loaded.label, "inputs": desc})
@@ -99,11 +115,25 @@ def _table(prof) -> str:
     df = prof.layers[cols]
     s = prof.summary
     head = "  ".join(f"{k}={v}" for k, v in prof.meta.items() if k in ("model", "weights", "source", "inputs"))
-    lines = [head, df.to_string(index=False, float_format=lambda v: f"{v:.4g}"),
+    lines = [head, df.to_string(index=False, float_format=lambda v: f"{v:.4g}"), rank_note(prof),
              f"score (mean M~1) = {s['score']:.4f}   rho max = {s['rho_max']:.4g}   "
              f"kappa mean = {s['kappa_mean']:.4g}   eta_nl mean = {s['eta_nl_mean']:.4g}   "
              f"ResDMD kept mean = {s['resdmd_kept_mean']:.3f}   flagged layers = {s['n_flagged']}"]
     return "\n".join(ln for ln in lines if ln)
+
+
+def rank_note(prof) -> str:
+    """One line when some layer is flagged ``rank_deficient``: why, and the fix if there is one."""
+    if "flags" not in prof.layers or not prof.layers["flags"].str.contains("rank_deficient").any():
+        return ""
+    d, n = prof.meta.get("d"), prof.meta.get("n_distinct_states")
+    rk = prof.meta.get("cov_rank_min")
+    if n is not None and d is not None and n < d:
+        return (f"note: rank_deficient: N distinct states {n} < d {d}: pass --text with at least 2·d = "
+                f"{2 * d} tokens (and --n-snapshots >= {2 * d})")
+    return (f"note: rank_deficient: the states span {rk} < d = {d} directions although N distinct states "
+            f"{n} >= d (e.g. post-LayerNorm outputs lie in a hyperplane); the null directions are "
+            "dropped (pseudo-inverse), more text will not change that")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,13 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                     help="model weights dtype (snapshots are profiled in float64 either way)")
     pp.add_argument("--device-map", default=None, help="transformers device_map (e.g. 'auto' for a 7B model)")
-    pp.add_argument("--prompts", help="prompt file, one per line (default data/prompts.txt)")
-    pp.add_argument("--repeats", type=int, default=4, help="each prompt repeated (default 4: 8 x 4 = 32)")
-    pp.add_argument("--max-length", type=int, default=64, help="token cap per prompt (default 64)")
+    inp = pp.add_argument_group("inputs for --hf (default: the paper's prompt protocol, App. D.3)")
+    inp.add_argument("--text", metavar="FILE", help="plain-text file of any length: tokenized, cut into windows "
+                     "of the model's context, N token states sampled (needs the model's tokenizer)")
+    inp.add_argument("--dataset", metavar="NAME[:CONFIG[:SPLIT]]",
+                     help="text from a `datasets` dataset (first string column; split default train); "
+                          "cached or reachable hub only")
+    inp.add_argument("--prompts", help="prompt file, one per line (default data/prompts.txt)")
+    inp.add_argument("--repeats", type=int, default=4, help="each prompt repeated (default 4: 8 x 4 = 32)")
+    inp.add_argument("--max-length", type=int, default=None,
+                     help="tokens per prompt (default 64) or per --text/--dataset window (default: model context)")
     pp.add_argument("--n-snapshots", type=int, default=2048, help="token states per transition (default 2048)")
     pp.add_argument("--seed", type=int, default=0)
     pp.add_argument("--eps", type=float, default=1e-5, help="whitening ridge (default 1e-5)")
-    pp.add_argument("--no-kreiss", action="store_true", help="skip the Kreiss constant")
+    pp.add_argument("--no-kreiss", action="store_true", help="skip the Kreiss constant: its resolvent-norm search is the costliest "
+                    "stage, about half of the per-layer metric time at d = 384-768 (`make bench` prints the split)")
     pp.add_argument("--format", choices=("table", "json", "csv"), default="table")
     pp.add_argument("--out", help="write the output here instead of stdout")
     pp.add_argument("--plot", help="also save the profile figure (png/pdf/svg)")

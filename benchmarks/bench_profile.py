@@ -1,0 +1,113 @@
+"""Where the per-layer time of `rksp profile` goes, and what concurrency over layers buys.
+
+    python benchmarks/bench_profile.py [--dims 384 768] [--n 2048] [--layers 4] [--threads 2]
+
+Per d (synthetic residual-like snapshots, N token states), seconds per layer of each stage of
+rksp.metrics.layer_metrics, each timed alone with single-threaded BLAS/LAPACK (how
+profile_hidden runs them):
+  covariance   the three d x d covariances (d^2 N)
+  eigh         eigendecomposition of Sigma_X (whitening)
+  eig          eigendecomposition of the whitened operator (with vectors)
+  kappa        kappa(V) from the singular values of V
+  inv          V^-1 (left eigenvectors)
+  resdmd       ResDMD residuals (Eq. 10)
+  eta_nl       nonlinearity ratio (Eq. 5)
+  kreiss       Kreiss constant search
+and the share of each in their sum. Then the whole profile_hidden of `--layers` layers, with
+workers=1 (one layer at a time, `--threads` intra-op threads) and workers=`--threads` (layers
+concurrently, one thread each), as seconds per layer and their ratio, measured in this run.
+Absolute times depend on the machine and its load (printed); the ratios are the result.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+
+def _time(fn, repeats):
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def snapshots(d, n, L=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(n, d, dtype=torch.float64, generator=g) * torch.logspace(0, 1, d, dtype=torch.float64)
+    hs = [h]
+    for _ in range(L):
+        W = torch.randn(d, d, dtype=torch.float64, generator=g) / d ** 0.5
+        h = h + 0.5 * torch.tanh(h @ W)
+        hs.append(h)
+    return torch.stack(hs)
+
+
+def stages(d, n, repeats=2):
+    from rksp.dmd import _whiten_stats, whitened_dmd
+    from rksp.kreiss import kreiss_constant
+    from rksp.metrics import eigvec_condition, nonlinearity_ratio, resdmd_residuals
+    H = snapshots(d, n)
+    X, Y = H[0].T.contiguous(), H[1].T.contiguous()
+    Xc = X - X.mean(-1, keepdim=True)
+    Dc = (Y - Y.mean(-1, keepdim=True)) - Xc
+    dmd = whitened_dmd(X, Y)
+    V = dmd.modes_q
+    Vinv = torch.linalg.inv(V)
+    Sxx = Xc @ Xc.T / (n - 1)
+    row = {"d": d, "N": n}
+    row["covariance"] = _time(lambda: (Xc @ Xc.T, Dc @ Xc.T, Dc @ Dc.T), repeats)
+    row["eigh"] = _time(lambda: torch.linalg.eigh(Sxx), repeats)
+    row["eig"] = _time(lambda: torch.linalg.eig(dmd.A_q), repeats)
+    row["kappa"] = _time(lambda: eigvec_condition(V), repeats)
+    row["inv"] = _time(lambda: torch.linalg.inv_ex(V), repeats)
+    row["resdmd"] = _time(lambda: resdmd_residuals(dmd, Vinv), repeats)
+    row["eta_nl"] = _time(lambda: nonlinearity_ratio(dmd), repeats)
+    row["kreiss"] = _time(lambda: kreiss_constant(dmd.eigvals, V, Vinv), max(1, repeats - 1))
+    _ = _whiten_stats  # (the covariance + eigh stages are the body of _whiten_stats)
+    return row
+
+
+def whole(d, n, L, threads):
+    from rksp.profiling import profile_hidden
+    H = snapshots(d, n, L)
+    out = {}
+    for workers in (1, threads):
+        torch.set_num_threads(threads)
+        t0 = time.perf_counter()
+        profile_hidden(H, progress=False, workers=workers)
+        out[workers] = (time.perf_counter() - t0) / L
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dims", type=int, nargs="+", default=[384, 768])
+    ap.add_argument("--n", type=int, default=2048)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2") or 2))
+    ap.add_argument("--repeats", type=int, default=2)
+    a = ap.parse_args()
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; stages single-threaded")
+    names = ["covariance", "eigh", "eig", "kappa", "inv", "resdmd", "eta_nl", "kreiss"]
+    for d in a.dims:
+        torch.set_num_threads(1)
+        r = stages(d, a.n, a.repeats)
+        tot = sum(r[k] for k in names)
+        print(f"\nd={d} N={a.n}: per-stage seconds per layer (share of their sum {tot:.3f} s)")
+        for k in names:
+            print(f"  {k:11s} {r[k]:8.4f} s  {100 * r[k] / tot:5.1f} %")
+        w = whole(d, a.n, a.layers, a.threads)
+        print(f"  profile_hidden, {a.layers} layers, Kreiss on: workers=1 x {a.threads} threads "
+              f"{w[1]:.3f} s/layer; workers={a.threads} {w[a.threads]:.3f} s/layer; "
+              f"ratio {w[1] / w[a.threads]:.2f}x")
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
