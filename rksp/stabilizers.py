@@ -230,6 +230,11 @@ class KSSHooks(TrainHooks):
     def config(self) -> KSSConfig:
         return self.kss.config
 
+    @property
+    def extra_grad_bound(self) -> Optional[float]:
+        """KSSConfig.grad_bound: the harness scales the KSS gradient to <= this x the task gradient."""
+        return self.config.grad_bound
+
     def transform_model(self, model, cfg):
         d = _model_width(model)
         if d is not None and self.config.rank > d:
