@@ -184,6 +184,28 @@ def _range_basis(Z0: Tensor, rank: int, oversample: int, power_iters: int,
     return Z @ Ub.flip(-1)[..., :rank]
 
 
+def _pod_basis(X: Tensor, rank: int, oversample: int, power_iters: int,
+               generator: torch.Generator | None) -> Tensor:
+    """Dominant ``rank``-subspace (``d x r``, orthonormal, X's dtype) of the centred ``X`` (no grad).
+
+    Randomized subspace iteration (Halko et al. 2011, Alg. 4.4; ``rank + oversample`` Gaussian
+    columns, ``power_iters`` iterations, Rayleigh-Ritz) on the ``d x d`` scatter matrix
+    ``C = X_c X_c^T`` (the left singular vectors of ``X_c``). ``C`` costs ``d^2 N`` like the
+    covariance :func:`whitened_dmd` and the old order already form; everything here is float32
+    (only the span matters) and the basis is re-orthonormalised in X's dtype."""
+    d = X.shape[-2]
+    Xs = X.detach().to(torch.float32)
+    Xs = Xs - Xs.mean(-1, keepdim=True)
+    C = Xs @ Xs.transpose(-1, -2)
+    k = min(rank + oversample, d)
+    omega = torch.randn(*X.shape[:-2], d, k, dtype=torch.float32, device=X.device, generator=generator)
+    Z = _orthonormal(C @ omega)
+    for _ in range(power_iters):
+        Z = _orthonormal(C @ Z)
+    _, Ub = torch.linalg.eigh(Z.transpose(-1, -2) @ C @ Z)
+    return _orthonormal((Z @ Ub.flip(-1)[..., :rank]).to(X.dtype))
+
+
 def randomized_dmd_eigvals(X: Tensor, Y: Tensor, rank: int = defaults.RDMD_RANK, *,
                            eps: float = defaults.WHITEN_EPS,
                            oversample: int = defaults.RDMD_OVERSAMPLE,
@@ -197,8 +219,8 @@ def randomized_dmd_eigvals(X: Tensor, Y: Tensor, rank: int = defaults.RDMD_RANK,
     snapshots of the current batch, for KSS). Both are centred on their own means.
 
     ``projection='pod'`` (default): POD first, then whiten.
-      1. ``U`` (``d x r``): the dominant left singular subspace of the centred raw
-         ``X`` (randomized range finder, computed in float32 from detached data:
+      1. ``U`` (``d x r``): the dominant left singular (POD) subspace of the centred raw
+         ``X`` (randomized subspace iteration on ``X_c X_c^T``, float32, detached data:
          only its span matters; re-orthonormalised in X's dtype);
       2. ``P_x = U^T X_c``, ``P_y = U^T Y_c``; whiten in the subspace with
          ``W_r = (P_x P_x^T/(N-1) + eps I)^{-1/2}`` (Eqs. 7-9) and solve
@@ -232,14 +254,13 @@ def randomized_dmd_eigvals(X: Tensor, Y: Tensor, rank: int = defaults.RDMD_RANK,
     if projection not in defaults.RDMD_PROJECTIONS:
         raise RKSPInputError(f"projection must be one of {defaults.RDMD_PROJECTIONS}, got {projection!r}")
     n1 = N - 1
-    Xc = X - X.mean(-1, keepdim=True)
-    Yc = Y - Y.mean(-1, keepdim=True)
     if projection == "pod":
         with torch.no_grad():
-            U = _range_basis(Xc.detach().to(torch.float32), rank, oversample, power_iters, generator)
-            U = _orthonormal(U.to(X.dtype))
+            U = _pod_basis(X, rank, oversample, power_iters, generator)
         Ut = U.transpose(-1, -2)
-        Px, Py = Ut @ Xc, Ut @ Yc                            # r x N: POD coefficients
+        Px, Py = Ut @ X, Ut @ Y                              # r x N POD coefficients, then centred
+        Px = Px - Px.mean(-1, keepdim=True)                  # (= U^T X_c: centring commutes with U^T)
+        Py = Py - Py.mean(-1, keepdim=True)
         Sxx = (Px @ Px.transpose(-1, -2)) / n1
         Syx = (Py @ Px.transpose(-1, -2)) / n1
         with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_whitening):
@@ -252,6 +273,8 @@ def randomized_dmd_eigvals(X: Tensor, Y: Tensor, rank: int = defaults.RDMD_RANK,
         G = D.unsqueeze(-1) * (Qt @ Sxx @ Q) * D.unsqueeze(-2)     # X~ X~^T / (N-1)
         A_r = torch.linalg.solve(G, M, left=False)                 # M G^{-1}
         return torch.linalg.eigvals(A_r)
+    Xc = X - X.mean(-1, keepdim=True)
+    Yc = Y - Y.mean(-1, keepdim=True)
     with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_whitening):
         Xs = Xc.detach() if detach_whitening else Xc
         S = (Xs @ Xs.transpose(-1, -2)) / n1
