@@ -567,7 +567,9 @@ def merge_overrides(*parts: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _kss(alpha: float, **kw) -> Dict[str, Any]:
-    return {'hooks': [{'target': 'kss', 'kwargs': {'alpha': alpha, **kw}}]}
+    # the projection order is written into every KSS row (issue 13): runs cached under the old
+    # order (no 'projection' key) then have another config hash and are not reused as the default
+    return {'hooks': [{'target': 'kss', 'kwargs': {'alpha': alpha, 'projection': defaults.RDMD_PROJECTION, **kw}}]}
 
 
 def _hook(name: str, **kw) -> Dict[str, Any]:
