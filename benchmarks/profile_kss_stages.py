@@ -9,7 +9,10 @@ KSS alpha 0.15, r 32, N 2048, every 10, half the layers) with a replacement step
   task_backward  backward of the task loss (retain_graph on KSS steps)
   kss_backward   backward of the KSS term's own graph (only on KSS steps: the regularizer graph
                  of `div_grad='task'`; includes the bound / ratio bookkeeping of the harness)
-  optimizer      clip + AdamW step are outside the replacement step: reported as the remainder
+  (clip + AdamW step are outside the replacement step; the per-step totals include them)
+
+All times are process CPU seconds (`time.process_time`), so other jobs on the machine inflate
+them less than wall time; 1 thread.
 
 Output: ms per stage on plain steps and on KSS steps, and the implied per-step overhead
 (KSS-step extra / 10 / plain step). Paired with a No-control run of the same steps.
@@ -36,28 +39,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_kss import BASE, KSS_ROW  # noqa: E402
 
 
+CLOCK = time.process_time      # CPU seconds of this process: robust to other jobs' time slices
+_KSS_SECONDS = []
+
+
+def _patch_kss_timer():
+    """Time KSS._apply (sampling, cast, randomized DMD, Eq. 14) on CLOCK."""
+    from rksp.kss import KSS
+    orig = KSS._apply
+
+    def timed(self, *a, **k):
+        t = CLOCK()
+        try:
+            return orig(self, *a, **k)
+        finally:
+            _KSS_SECONDS.append(CLOCK() - t)
+    KSS._apply = timed
+
+
 def _timed_step(times):
     def train_step(step, model, optimizer, batch, ctx):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         need = ctx.hooks.has_hidden and ctx.hooks.needs_hidden(step)
-        n_log = None
-        kss = _find_kss(ctx)
-        if kss is not None:
-            n_log = len(kss.log)
+        _KSS_SECONDS.clear()
         task_loss, total, _, extra = ctx.forward(batch, step)
-        t1 = time.perf_counter()
-        kss_s = 0.0
-        if kss is not None and len(kss.log) > n_log:
-            kss_s = kss.log[-1]['seconds']
+        t1 = CLOCK()
+        kss_s = sum(_KSS_SECONDS)
         rest = ctx.rest_loss
-        if rest is not None and rest.requires_grad:
+        if rest is not None and rest.requires_grad and ctx.cfg.div_grad == 'task':
             task_loss.backward(retain_graph=True)
-            t2 = time.perf_counter()
+            ctx.task_grad_norm = torch.ones(())
+            t2 = CLOCK()
             (ctx.backward_rest(rest) if hasattr(ctx, "backward_rest") else rest.backward())
-            t3 = time.perf_counter()
+            t3 = CLOCK()
         else:
             total.backward()
-            t2 = t3 = time.perf_counter()
+            t2 = t3 = CLOCK()
         key = 'kss' if need else 'plain'
         times.setdefault(key, []).append({'forward': t1 - t0 - kss_s, 'kss_term': kss_s,
                                           'task_backward': t2 - t1, 'kss_backward': t3 - t2,
@@ -66,16 +83,9 @@ def _timed_step(times):
     return train_step
 
 
-def _find_kss(ctx):
-    for h in ctx.hooks.hooks:
-        if hasattr(h, 'kss'):
-            return h.kss
-    return None
-
-
 def run(cfg, times, label):
     rec = train(cfg, hooks=[FunctionHooks(train_step=_timed_step(times.setdefault(label, {})))])
-    return rec['train_time'] / rec['steps_done'], rec['steps_done']
+    return rec.get('train_cpu_time', rec['train_time']) / rec['steps_done'], rec['steps_done']
 
 
 def main(argv=None):
@@ -83,16 +93,20 @@ def main(argv=None):
     ap.add_argument('--steps', type=int, default=60)
     ap.add_argument('--repeats', type=int, default=3)
     ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument('--div-grad', default='task', choices=('task', 'total'))
     ap.add_argument('kss', nargs='*', help='KSSConfig overrides, key=value (python literals)')
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     import ast
     over = {k: ast.literal_eval(v) for k, v in (s.split('=', 1) for s in args.kss)}
-    base = dict(BASE, steps=args.steps)
+    _patch_kss_timer()
+    base = dict(BASE, steps=args.steps, div_grad=args.div_grad)
     kcfg = apply_method(base, KSS_ROW)
     if over:
-        kcfg['hooks'] = [[h[0], {**h[1], **over}] if isinstance(h, (list, tuple)) and h[0] == 'kss' else h
+        kcfg['hooks'] = [{**h, 'kwargs': {**h.get('kwargs', {}), **over}} if h.get('target') == 'kss' else h
                          for h in kcfg['hooks']]
+        assert any(h.get('target') == 'kss' and all(h['kwargs'].get(k) == v for k, v in over.items())
+                   for h in kcfg['hooks'])
     train(dict(base, steps=10))
     train(dict(kcfg, steps=10))
     times, per_step = {}, {'No control': [], 'KSS': []}
@@ -113,7 +127,8 @@ def main(argv=None):
         return {k: 1000 * med([t[k] for t in ts]) for k in ts[0]}
 
     print(f"threads {torch.get_num_threads()}, load {open('/proc/loadavg').read().split()[:3]}, "
-          f"{args.steps} steps x {args.repeats} paired repeats, kss overrides {over}")
+          f"{args.steps} steps x {args.repeats} paired repeats, div_grad {args.div_grad}, kss overrides {over}; "
+          f"process CPU time")
     for label, key in [('No control', 'plain'), ('KSS', 'plain'), ('KSS', 'kss')]:
         rr = row(label, key)
         if rr:

@@ -66,7 +66,8 @@ are kept and written by `json` as NaN/Infinity):
   `full_log_steps` (500), then every `log_every` steps, and always the last step,
   eval_curve {'step','val_loss','val_acc'[,'val_ppl']} (every `eval_every` steps),
   val_loss, val_acc, val_ppl (LM tasks; None otherwise),
-  wall_time, train_time, profile_time, eval_time, steps_per_sec,
+  wall_time, train_time, train_cpu_time (process CPU seconds of the loop), profile_time,
+  eval_time, steps_per_sec,
   started_at, finished_at, env {'torch','device','num_threads','python'},
   extras (dict filled by hooks; 'reg_grad' by the harness, see above).
 `VOLATILE_FIELDS` lists the fields that may differ between two runs of the same
@@ -146,7 +147,7 @@ _IMAGE_TASKS = ('cifar10',)
 SCHEDULES = ('cosine', 'constant', 'linear')
 
 # fields that may differ between two runs of one config (timings, machine)
-VOLATILE_FIELDS = ('wall_time', 'train_time', 'profile_time', 'eval_time', 'steps_per_sec',
+VOLATILE_FIELDS = ('wall_time', 'train_time', 'train_cpu_time', 'profile_time', 'eval_time', 'steps_per_sec',
                    'started_at', 'finished_at', 'env')
 
 
@@ -1277,7 +1278,7 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, desc=f"train {record['hash'][:8]}", leave=False)
 
-    t_train = time.perf_counter()
+    t_train, c_train, eval_cpu = time.perf_counter(), time.process_time(), 0.0
     step = 0
     for step in range(1, steps + 1):
         f = lr_factor(step, steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
@@ -1347,18 +1348,20 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
                     'extra_loss': synced[2] if extra is not None else None}
             hk.after_step(step, model, opt, info)
         if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
-            te = time.perf_counter()
+            te, ce = time.perf_counter(), time.process_time()
             ev = evaluate(model, data, eval_bs, device)
             eval_curve['step'].append(step)
             for k in ('val_loss', 'val_acc', 'val_ppl'):
                 eval_curve[k].append(ev[k])
             eval_time += time.perf_counter() - te
+            eval_cpu += time.process_time() - ce
         if bar is not None:
             bar.update(1)
             if step % 10 == 0:
                 bar.set_postfix(loss=f'{loss_v:.3f}', gn=f'{gn_v:.2f}')
     steps_done = step if steps >= 1 else 0
     train_time = time.perf_counter() - t_train - eval_time
+    train_cpu_time = time.process_time() - c_train - eval_cpu     # CPU seconds of this process (robust to load)
     if bar is not None:
         bar.close()
 
@@ -1392,7 +1395,8 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
     record['extras'] = to_jsonable(record['extras'])
     wall = time.perf_counter() - t_start
     record.update({
-        'wall_time': wall, 'train_time': train_time, 'profile_time': profile_time, 'eval_time': eval_time,
+        'wall_time': wall, 'train_time': train_time, 'train_cpu_time': train_cpu_time,
+        'profile_time': profile_time, 'eval_time': eval_time,
         'steps_per_sec': steps_done / train_time if train_time > 0 else None,
         'started_at': started_at, 'finished_at': datetime.now(timezone.utc).isoformat(timespec='seconds'),
         'env': {'torch': torch.__version__, 'python': platform.python_version(), 'device': str(device),
