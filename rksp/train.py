@@ -1184,6 +1184,10 @@ def train(cfg: Union[TrainConfig, Dict[str, Any]], hooks: Union[None, TrainHooks
     cfg_dict = cfg.to_dict()
     extra_hooks = [] if hooks is None else ([hooks] if isinstance(hooks, TrainHooks) else list(hooks))
     hk = HookList(resolve_hooks(cfg.hooks) + extra_hooks)
+    if hk.has_step and hk.extra_grad_bound is not None:
+        raise ConfigError(f"a bound on the regularizer gradient (extra_grad_bound {hk.extra_grad_bound}, e.g. KSS "
+                          f"grad_bound) is applied by the default step, but hook {type(hk._step).__name__} "
+                          "replaces the step (e.g. SAM)")
     device = _resolve_device(cfg.device)
 
     prev_det = (torch.are_deterministic_algorithms_enabled(),

@@ -504,3 +504,16 @@ def test_grad_bound_also_applies_under_the_total_gradient_label():
     t1, k1, s1 = rg['task_grad_norm'][0], rg['reg_grad_norm'][0], rg['scale'][0]
     assert k1 * s1 == pytest.approx(1e-3 * t1, rel=1e-5)
     assert abs(g1 - t1) <= 1.001e-3 * t1                 # triangle inequality with ||s g_r|| = c ||g_task||
+
+
+def test_grad_bound_with_a_hook_that_replaces_the_step_is_rejected():
+    from rksp.stabilizers import apply_method
+    from rksp.train import ConfigError, train
+    base = dict(task='recall', preset='tiny', model_cfg={'norm': 'none'}, n_train=256, n_val=64, batch_size=16,
+                warmup_steps=0, profile_at_init=False, steps=2, lr=1e-3)
+    cfg = apply_method(base, 'KSS + SAM (α=0.10, ρ=0.05)')
+    for h in cfg['hooks']:
+        if h['target'] == 'kss':
+            h['kwargs']['grad_bound'] = 1.0
+    with pytest.raises(ConfigError, match='replaces the step'):
+        train(cfg)
