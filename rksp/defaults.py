@@ -39,6 +39,13 @@ TRACK_KREISS = False       # the Kreiss search is the costliest stage; `kreiss=T
 RDMD_RANK = 32             # (paper) r
 RDMD_OVERSAMPLE = 10       # (ours)
 RDMD_POWER_ITERS = 2       # (ours)
+# (ours; issue 13) order of projection and whitening. 'pod': rank-r POD subspace of the centred raw
+# snapshots first, then whiten and solve in it (Erichson et al. 2019's projection onto the dominant
+# subspace). 'whitened': whiten all d coordinates, then project (the old order: the whitened X has a
+# flat spectrum, so its rank-r subspace is arbitrary). The paper does not say.
+RDMD_PROJECTION = 'pod'
+RDMD_PROJECTIONS = ('pod', 'whitened')
+RDMD_DETACH_WHITENING = True   # (ours) the whitening matrix is a constant in the KSS gradient
 
 # --- KSS (Def. 2, Eqs. 14-15) -------------------------------------------------
 KSS_ALPHA = 0.15           # (paper) main result
@@ -49,6 +56,9 @@ KSS_GAMMA = 0.4            # (ours) paper: gamma in [0.3, 0.5]
 KSS_BETA = 1.0             # (ours) paper: not stated
 KSS_EVERY = 10             # (ours) paper: every 10-20 steps
 KSS_LAYER_FRACTION = 0.5   # (paper) random 50% of layers per application
+# (ours; issue 13) optional bound of the KSS gradient relative to the task gradient: on an application
+# step the regularizer's parameter gradient g_r is scaled to ||g_r|| <= c ||g_task|| (None: no bound)
+KSS_GRAD_BOUND = None
 
 # --- divergence label (Sec. 3.1) ---------------------------------------------
 DIVERGE_LOSS = 50.0        # (paper)

@@ -179,27 +179,79 @@ def _orthonormal(Z: Tensor) -> Tensor:
     return torch.linalg.qr(Z, mode="reduced").Q
 
 
+def _range_basis(Z0: Tensor, rank: int, oversample: int, power_iters: int,
+                 generator: torch.Generator | None) -> Tensor:
+    """Top-``rank`` left singular basis (``d x r``, orthonormal) of ``Z0`` (``(..., d, N)``, no grad)
+    by a randomized range finder (Halko et al. 2011; Erichson et al. 2019): a Gaussian test
+    matrix with ``rank + oversample`` columns, ``power_iters`` subspace iterations, then the
+    top-``r`` eigenvectors of the sketch's ``k x k`` Gram matrix."""
+    d, N = Z0.shape[-2], Z0.shape[-1]
+    k = min(rank + oversample, d, N)
+    omega = torch.randn(*Z0.shape[:-2], N, k, dtype=torch.float32, device=Z0.device,
+                        generator=generator).to(Z0.dtype)
+    Z = _orthonormal(Z0 @ omega)
+    for _ in range(power_iters):
+        Z = _orthonormal(Z0 @ (Z0.transpose(-1, -2) @ Z))
+    B = Z.transpose(-1, -2) @ Z0
+    _, Ub = torch.linalg.eigh(B @ B.transpose(-1, -2))
+    return Z @ Ub.flip(-1)[..., :rank]
+
+
+def _pod_basis(X: Tensor, rank: int, oversample: int, power_iters: int,
+               generator: torch.Generator | None) -> Tensor:
+    """Dominant ``rank``-subspace (``d x r``, orthonormal, X's dtype) of the centred ``X`` (no grad).
+
+    Randomized subspace iteration (Halko et al. 2011, Alg. 4.4; ``rank + oversample`` Gaussian
+    columns, ``power_iters`` iterations, Rayleigh-Ritz) on the ``d x d`` scatter matrix
+    ``C = X_c X_c^T`` (the left singular vectors of ``X_c``). ``C`` costs ``d^2 N`` like the
+    covariance :func:`whitened_dmd` and the old order already form; everything here is float32
+    (only the span matters) and the basis is re-orthonormalised in X's dtype."""
+    d = X.shape[-2]
+    Xs = X.detach().to(torch.float32)
+    Xs = Xs - Xs.mean(-1, keepdim=True)
+    C = Xs @ Xs.transpose(-1, -2)
+    k = min(rank + oversample, d)
+    omega = torch.randn(*X.shape[:-2], d, k, dtype=torch.float32, device=X.device, generator=generator)
+    Z = _orthonormal(C @ omega)
+    for _ in range(power_iters):
+        Z = _orthonormal(C @ Z)
+    _, Ub = torch.linalg.eigh(Z.transpose(-1, -2) @ C @ Z)
+    return _orthonormal((Z @ Ub.flip(-1)[..., :rank]).to(X.dtype))
+
+
 def randomized_dmd_eigvals(X: Tensor, Y: Tensor, rank: int = defaults.RDMD_RANK, *,
                            eps: float = defaults.WHITEN_EPS,
                            oversample: int = defaults.RDMD_OVERSAMPLE,
                            power_iters: int = defaults.RDMD_POWER_ITERS,
-                           generator: torch.Generator | None = None) -> Tensor:
-    """Eigenvalues of rank-``r`` randomized whitened DMD (Erichson et al. 2019), differentiable.
+                           generator: torch.Generator | None = None,
+                           projection: str = defaults.RDMD_PROJECTION,
+                           detach_whitening: bool = defaults.RDMD_DETACH_WHITENING) -> Tensor:
+    """Eigenvalues of rank-``r`` randomized whitened DMD (Erichson et al. 2019; Eqs. 6-9), differentiable.
 
     ``X, Y`` are ``(..., d, N)`` tensors that may require grad (e.g. residual
-    snapshots from the current batch, for KSS). Steps:
+    snapshots of the current batch, for KSS). Both are centred on their own means.
 
-    1. whiten with ``W = (Sigma_X + eps I)^{-1/2}`` (Eqs. 7-9);
-    2. randomized range finder on ``X~`` (Gaussian test matrix with ``rank +
-       oversample`` columns, ``power_iters`` subspace iterations) and its top-``r``
-       left singular basis ``U`` (``d x r``);
-    3. the projected DMD operator ``A_r = (U^T Y~)(U^T X~)^+`` (``r x r``) and
-       its eigenvalues (``torch.linalg.eigvals``, complex).
+    ``projection='pod'`` (default): POD first, then whiten.
+      1. ``U`` (``d x r``): the dominant left singular (POD) subspace of the centred raw
+         ``X`` (randomized subspace iteration on ``X_c X_c^T``, float32, detached data:
+         only its span matters; re-orthonormalised in X's dtype);
+      2. ``P_x = U^T X_c``, ``P_y = U^T Y_c``; whiten in the subspace with
+         ``W_r = (P_x P_x^T/(N-1) + eps I)^{-1/2}`` (Eqs. 7-9) and solve
+         ``A_r = Y~ X~^+`` (``r x r``, App. B.2 ``A = M G^{-1}``).
+      ``A_r = W_r (P_y P_x^+) W_r^{-1}`` is a similarity, so the eigenvalues are those
+      of the Galerkin compression onto the POD subspace and do not depend on ``W_r``
+      (whitening only conditions the solve; with ``detach_whitening=False`` its
+      gradient is zero up to rounding). For ``r = d`` they equal :func:`whitened_dmd`'s.
 
-    Gradients flow through the snapshots in step 3 (and through the centring);
-    the whitening matrix ``W`` and the basis ``U`` are computed from detached
-    data and treated as constants for that step (our choice, README). As
-    ``r -> d`` the eigenvalues converge to those of :func:`whitened_dmd`.
+    ``projection='whitened'`` (the pre-issue-13 order): whiten the full ``X`` with
+      ``W = (Sigma_X + eps I)^{-1/2}``, then run the range finder on ``X~ = W X_c``.
+      ``X~`` has a flat singular spectrum by construction, so ``U`` is an essentially
+      random ``r``-subspace and the observables ``u^T W x`` weight the low-variance
+      directions by ``sigma^{-1/2}``; the eigenvalues then depend on ``W``.
+
+    Gradients flow through the snapshots (and the centring); ``U`` is a constant.
+    ``detach_whitening`` (default True): ``W`` / ``W_r`` is a constant too; False
+    differentiates through its ``eigh``.
     """
     if X.shape != Y.shape:
         raise RKSPInputError(f"X and Y must have the same shape, got {tuple(X.shape)} and {tuple(Y.shape)}")
@@ -212,28 +264,38 @@ def randomized_dmd_eigvals(X: Tensor, Y: Tensor, rank: int = defaults.RDMD_RANK,
         raise RKSPInputError(f"rank r = {rank} needs at least r + 1 = {rank + 1} snapshots, got N = {N}")
     if oversample < 0 or power_iters < 0:
         raise RKSPInputError("oversample and power_iters must be >= 0")
+    if projection not in defaults.RDMD_PROJECTIONS:
+        raise RKSPInputError(f"projection must be one of {defaults.RDMD_PROJECTIONS}, got {projection!r}")
     n1 = N - 1
+    if projection == "pod":
+        with torch.no_grad():
+            U = _pod_basis(X, rank, oversample, power_iters, generator)
+        Ut = U.transpose(-1, -2)
+        Px, Py = Ut @ X, Ut @ Y                              # r x N POD coefficients, then centred
+        Px = Px - Px.mean(-1, keepdim=True)                  # (= U^T X_c: centring commutes with U^T)
+        Py = Py - Py.mean(-1, keepdim=True)
+        Sxx = (Px @ Px.transpose(-1, -2)) / n1
+        Syx = (Py @ Px.transpose(-1, -2)) / n1
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_whitening):
+            S = Sxx.detach() if detach_whitening else Sxx
+            sigma, Q = torch.linalg.eigh(S)
+            D = (sigma.clamp_min(0) + eps).rsqrt()           # W_r = Q diag(D) Q^T
+        Qt = Q.transpose(-1, -2)
+        # rotated whitened basis (an orthogonal change of coordinates, as in whitened_dmd)
+        M = D.unsqueeze(-1) * (Qt @ Syx @ Q) * D.unsqueeze(-2)     # Y~ X~^T / (N-1)
+        G = D.unsqueeze(-1) * (Qt @ Sxx @ Q) * D.unsqueeze(-2)     # X~ X~^T / (N-1)
+        A_r = torch.linalg.solve(G, M, left=False)                 # M G^{-1}
+        return torch.linalg.eigvals(A_r)
     Xc = X - X.mean(-1, keepdim=True)
     Yc = Y - Y.mean(-1, keepdim=True)
-    with torch.no_grad():
-        Xd = Xc.detach()
-        S = (Xd @ Xd.transpose(-1, -2)) / n1
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_whitening):
+        Xs = Xc.detach() if detach_whitening else Xc
+        S = (Xs @ Xs.transpose(-1, -2)) / n1
         sigma, Q = torch.linalg.eigh(S)
         W = (Q * (sigma.clamp_min(0) + eps).rsqrt().unsqueeze(-2)) @ Q.transpose(-1, -2)
-        Xw = W @ Xd
-        k = min(rank + oversample, d, N)
-        # Gaussian test matrix (drawn in float32: only its span matters, and it is 2x cheaper)
-        omega = torch.randn(*X.shape[:-2], N, k, dtype=torch.float32, device=X.device,
-                            generator=generator).to(X.dtype)
-        Z = _orthonormal(Xw @ omega)
-        for _ in range(power_iters):
-            Z = _orthonormal(Xw @ (Xw.transpose(-1, -2) @ Z))
-        B = Z.transpose(-1, -2) @ Xw
-        # top-r left singular vectors of the k x N matrix B from the k x k Gram matrix
-        _, Ub = torch.linalg.eigh(B @ B.transpose(-1, -2))
-        Ub = Ub.flip(-1)[..., :rank]
-        U = Z @ Ub                                         # d x r orthonormal basis
-        P = U.transpose(-1, -2) @ W                        # r x d: project after whitening
+    with torch.no_grad():
+        U = _range_basis(W.detach() @ Xc.detach(), rank, oversample, power_iters, generator)
+    P = U.transpose(-1, -2) @ W                             # r x d: project after whitening
     Px = P @ Xc
     Py = P @ Yc
     G = Px @ Px.transpose(-1, -2)

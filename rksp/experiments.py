@@ -47,13 +47,13 @@ PLANS: Dict[str, Dict[str, Any]] = {
                     n_train=256, n_val=64, profile_n_snapshots=256),
         band_lrs=(0.01, 0.05), main_trials=2, other_trials=1,
         norm_lrs=(1e-3, 5e-2), norm_trials=1, maxlr_norms=('pre_ln', 'none'),
-        n_boot=200),
+        kss_path_trials=(1, 1), n_boot=200),
     'small': dict(
         recall=dict(model_cfg=dict(d_model=64, n_layer=2, n_head=4), steps=200, warmup_steps=20, batch_size=32,
                     n_train=8192, n_val=512, profile_n_snapshots=2048),
         band_lrs=(0.005, 0.007, 0.01), main_trials=8, other_trials=3,
         norm_lrs=(1e-3, 3e-3, 1e-2, 3e-2), norm_trials=3, maxlr_norms=('pre_ln', 'rmsnorm', 'none'),
-        maxlr_extra_lrs=(5e-3, 2e-2), n_boot=1000),
+        maxlr_extra_lrs=(5e-3, 2e-2), kss_path_trials=(8, 4), n_boot=1000),
     'paper': dict(
         recall=dict(model_cfg=dict(d_model=256, n_layer=6, n_head=8, init=defaults.PAPER_INIT,
                                    init_std=defaults.PAPER_INIT_STD),
@@ -61,7 +61,7 @@ PLANS: Dict[str, Dict[str, Any]] = {
                     profile_n_snapshots=2048, schedule='cosine', device=defaults.PAPER_DEVICE),
         band_lrs=(0.005, 0.0075, 0.01), main_trials=8, other_trials=8,
         norm_lrs=(1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 5e-3, 8e-3, 1e-2), norm_trials=3,
-        maxlr_norms=('pre_ln', 'rmsnorm', 'none'), n_boot=1000),
+        maxlr_norms=('pre_ln', 'rmsnorm', 'none'), kss_path_trials=(8, 4), n_boot=1000),
 }
 
 
@@ -222,6 +222,117 @@ def method_table(rows: pd.DataFrame, methods: Sequence[str], reference: str = RE
     return pd.DataFrame(out)
 
 
+# ----------------------------------------------------------------------------- KSS gradient paths (issue 13)
+
+KSS_PATH_METHOD = 'KSS α=0.15'
+DEFAULT_KSS_PATH = 'pod (default)'
+# name -> KSSConfig overrides of the KSS α=0.15 row (rksp.kss module docstring, README choices)
+KSS_PATHS: Dict[str, Dict[str, Any]] = {
+    DEFAULT_KSS_PATH: {'projection': 'pod'},
+    'whitened (old order)': {'projection': 'whitened'},
+    'pod, W differentiated': {'projection': 'pod', 'detach_whitening': False},
+    'whitened, W differentiated': {'projection': 'whitened', 'detach_whitening': False},
+    'pod, bound 1x task grad': {'projection': 'pod', 'grad_bound': 1.0},
+    'whitened, bound 1x task grad': {'projection': 'whitened', 'grad_bound': 1.0},
+}
+
+
+def kss_path_configs(profile: str, paths: Optional[Sequence[str]] = None,
+                     norm: str = 'none') -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """[(labels, config)] of the gradient-path ablation: No control and KSS α=0.15 on each path
+    (`KSS_PATHS`), every band LR x trial seeds; the default path gets `kss_path_trials[0]` seeds
+    per LR (24 trials in 'small'), every other path `kss_path_trials[1]` (12). Labels: method,
+    kss_path. The default path's configs are the KSS α=0.15 row's own (same hash, shared cache)."""
+    p = plan(profile)
+    n_def, n_other = p['kss_path_trials']
+    names = list(KSS_PATHS) if paths is None else list(paths)
+    bad = [n for n in names if n not in KSS_PATHS]
+    if bad:
+        raise ValueError(f"unknown KSS path(s) {bad}; valid: {list(KSS_PATHS)}")
+    out = [({'method': REFERENCE, 'kss_path': REFERENCE}, c)
+           for _, c in method_configs(profile, [REFERENCE], norm)]
+    for name in names:
+        for lr in p['band_lrs']:
+            for s in trial_seeds(n_def if name == DEFAULT_KSS_PATH else n_other):
+                cfg = apply_method({**recall_base(profile, norm), 'lr': lr, 'seed': s}, KSS_PATH_METHOD,
+                                   validate=False)
+                cfg['hooks'] = [{**h, 'kwargs': {**h['kwargs'], **KSS_PATHS[name]}}
+                                if isinstance(h, dict) and h.get('target') == 'kss' else h for h in cfg['hooks']]
+                out.append(({'method': KSS_PATH_METHOD, 'kss_path': name}, cfg))
+    return out
+
+
+def kss_grad_ratios(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per KSS application of every run in `rows` (needs the `path` of each record):
+    kss_path, hash, step, task_grad_norm, kss_grad_norm, ratio = ||g_KSS|| / ||g_task|| (before any
+    bound) and scale (the bound's factor, 1 without one), from record['extras']['reg_grad']."""
+    from .sweep import read_record
+    out = []
+    for _, r in _ok(rows).iterrows():
+        if r.get('method') == REFERENCE or not isinstance(r.get('path'), str):
+            continue
+        rec = read_record(r['path']) or {}
+        rg = (rec.get('extras') or {}).get('reg_grad') or {}
+        for st, t, k, sc in zip(rg.get('step', []), rg.get('task_grad_norm', []), rg.get('reg_grad_norm', []),
+                                rg.get('scale', [])):
+            out.append({'kss_path': r['kss_path'], 'hash': r['hash'], 'step': st, 'task_grad_norm': t,
+                        'kss_grad_norm': k, 'ratio': k / t if t > 0 else float('nan'), 'scale': sc})
+    return pd.DataFrame(out, columns=['kss_path', 'hash', 'step', 'task_grad_norm', 'kss_grad_norm', 'ratio',
+                                      'scale'])
+
+
+def kss_path_table(rows: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """One row per gradient path (and the reference): divergence under the task-gradient and the
+    total-gradient label (k/n, %, Wilson 95% CI, Fisher p vs `reference`), accuracy of the runs that
+    did not diverge, and the distribution of the KSS/task gradient ratio over all applications of
+    the path's runs (median, 90th / 99th percentile, max, share > 10x, share where a bound scaled)."""
+    ok = _ok(rows)
+    ratios = kss_grad_ratios(rows)
+    ref = ok[ok['kss_path'] == reference]
+    kr, nr = int(ref['diverged'].astype(bool).sum()), len(ref)
+    krt = int(ref['diverged_total_grad'].fillna(False).astype(bool).sum()) if nr else 0
+    out = []
+    for name in [reference] + [n for n in KSS_PATHS if n in set(ok['kss_path'])]:
+        g = ok[ok['kss_path'] == name]
+        n = len(g)
+        k = int(g['diverged'].astype(bool).sum())
+        kt = int(g['diverged_total_grad'].fillna(False).astype(bool).sum())
+        lo, hi = wilson(k, n) if n else (float('nan'), float('nan'))
+        lot, hit = wilson(kt, n) if n else (float('nan'), float('nan'))
+        conv = g[~g['diverged'].astype(bool)]
+        q = pd.to_numeric(ratios.loc[ratios['kss_path'] == name, 'ratio'], errors='coerce').dropna()
+        sc = pd.to_numeric(ratios.loc[ratios['kss_path'] == name, 'scale'], errors='coerce').dropna()
+        is_ref = name == reference
+        out.append({
+            'kss_path': name, 'overrides': '' if is_ref else str(KSS_PATHS[name]), 'n': n,
+            'n_div': k, 'div_pct': 100.0 * k / n if n else float('nan'),
+            'div_ci_lo': 100.0 * lo, 'div_ci_hi': 100.0 * hi,
+            'fisher_p_vs_ref': fisher_exact(k, n, kr, nr)['p'] if (not is_ref and n and nr) else float('nan'),
+            'n_div_total_grad': kt, 'div_pct_total_grad': 100.0 * kt / n if n else float('nan'),
+            'div_total_ci_lo': 100.0 * lot, 'div_total_ci_hi': 100.0 * hit,
+            'fisher_p_total_vs_ref': fisher_exact(kt, n, krt, nr)['p'] if (not is_ref and n and nr) else float('nan'),
+            'acc_pct': 100.0 * _mean(conv['val_acc']) if len(conv) else float('nan'),
+            'n_applications': len(q),
+            'ratio_median': float(q.median()) if len(q) else float('nan'),
+            'ratio_p90': float(q.quantile(0.9)) if len(q) else float('nan'),
+            'ratio_p99': float(q.quantile(0.99)) if len(q) else float('nan'),
+            'ratio_max': float(q.max()) if len(q) else float('nan'),
+            'share_ratio_gt_10': float((q > 10).mean()) if len(q) else float('nan'),
+            'share_bound_scaled': float((sc < 1).mean()) if len(sc) else float('nan'),
+        })
+    return pd.DataFrame(out)
+
+
+def run_kss_paths(profile: str, paths: Optional[Sequence[str]] = None, executor: str = 'local',
+                  dask_address: Optional[str] = None, progress: bool = False,
+                  **run_kwargs) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    """Train (or reuse) the gradient-path ablation of `profile` into the shared recall cache and
+    save its table as ``results/<profile>/tables/kss_paths.csv``; returns (rows, table)."""
+    rows = run_labeled(kss_path_configs(profile, paths), profile, executor=executor,
+                       dask_address=dask_address, progress=progress, **run_kwargs)
+    return rows, save(kss_path_table(rows), profile, 'kss_paths')
+
+
 # ----------------------------------------------------------------------------- claims
 
 def save_claims(claims: Iterable[Any], profile: str, name: str) -> pd.DataFrame:
@@ -272,14 +383,22 @@ def all_recall_configs(profile: str) -> List[Tuple[Dict[str, Any], Dict[str, Any
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """python -m rksp.experiments PROFILE [--executor local|dask|serial] [--dask-address A]:
-    train every recall run of notebooks 01-07 into the shared cache (resumable)."""
+    """python -m rksp.experiments PROFILE [--executor local|dask|serial] [--dask-address A] [--kss-paths]:
+    train every recall run of notebooks 01-07 into the shared cache (resumable); with
+    --kss-paths, the KSS gradient-path ablation instead (table kss_paths)."""
     import argparse
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument('profile', choices=PROFILES)
     ap.add_argument('--executor', default='local', choices=('local', 'dask', 'serial'))
     ap.add_argument('--dask-address', default=None)
+    ap.add_argument('--kss-paths', action='store_true',
+                    help='instead: the KSS gradient-path ablation (issue 13) and its table kss_paths')
     a = ap.parse_args(argv)
+    if a.kss_paths:
+        _, table = run_kss_paths(a.profile, executor=a.executor, dask_address=a.dask_address, progress=True)
+        with pd.option_context('display.width', 200, 'display.max_columns', None):
+            print(table.to_string(index=False))
+        return 0
     df = run_labeled(all_recall_configs(a.profile), a.profile, executor=a.executor,
                      dask_address=a.dask_address, progress=True)
     print(f"{df['hash'].nunique()} runs in {runs_dir(a.profile)}")

@@ -42,10 +42,33 @@ Snapshots (our choices, NOTES.md): tokens are flattened over (batch, position),
 ``n_snapshots`` of them are drawn by the object's seeded generator (the same
 token positions at every depth, so column i of X_l and Y_l is one token), cast to
 float64 for the DMD; gradients flow back to the model's dtype through the
-snapshots, while the whitening and the random projection are constants
-(:func:`rksp.dmd.randomized_dmd_eigvals`). ``kss.log`` keeps one dict per
-application (step, layers, per-layer m_soft / unstable / near-unit / loss /
-spectral radius / expansive mass, total, seconds of the forward computation).
+snapshots. ``kss.log`` keeps one dict per application (step, layers, per-layer
+m_soft / unstable / near-unit / loss / spectral radius / expansive mass, total,
+seconds of the forward computation).
+
+Gradient path (our choices, issue 13; ``KSSConfig`` fields, defaults in :mod:`rksp.defaults`):
+
+* ``projection='pod'`` (default): the rank-r operator is the Galerkin compression of
+  the DMD operator onto the dominant (POD) r-subspace of the centred raw states, then
+  whitened (Eqs. 7-9) in that subspace. Why this default, from the maths: whitening is
+  a similarity (``A~ = W A W^{-1}``), so the full-rank eigenvalues of Eq. 6 do not
+  depend on it; what rank r must choose is *which* r-dimensional part of the dynamics
+  to keep, and the dominant-energy subspace is the one Erichson et al.'s randomized
+  DMD keeps. Projecting after whitening (``'whitened'``) draws that subspace from a
+  matrix whose singular spectrum is flat by construction, i.e. at random, and the
+  observables ``u^T W x`` are weighted towards the lowest-variance directions. The
+  planted-dynamics test (tests/test_dmd.py) shows it: a rank-4 dynamics planted in
+  the dominant subspace of d = 64 states is recovered to ~1e-3 by ``'pod'`` and not at
+  all by ``'whitened'``; both equal the exact whitened DMD at r = d. Not chosen by
+  which path reproduces a paper table.
+* ``detach_whitening`` (default True): the whitening matrix is a constant in the
+  gradient. Under ``'pod'`` the eigenvalues do not depend on ``W_r`` (similarity), so
+  the two settings give the same gradient up to rounding; under ``'whitened'`` they differ.
+* ``grad_bound`` (default None): applied by the training harness
+  (:meth:`rksp.train.StepContext.backward_rest`): on an application step the KSS
+  parameter gradient ``g_r`` is scaled to ``||g_r|| <= grad_bound * ||g_task||``. The
+  harness records both norms every application (``record['extras']['reg_grad']``).
+  The POD basis ``U`` and the token / layer draws are always constants.
 """
 from __future__ import annotations
 
@@ -129,6 +152,10 @@ class KSSConfig:
     unstable: bool = True                          # Table 6 ablation switches
     near_unit: bool = True
     seed: int = defaults.SNAPSHOT_SEED             # layer / token / projection sampling
+    # gradient path (issue 13; README "Choices beyond the paper")
+    projection: str = defaults.RDMD_PROJECTION     # 'pod': POD subspace, then whiten | 'whitened': old order
+    detach_whitening: bool = defaults.RDMD_DETACH_WHITENING   # W constant in the gradient
+    grad_bound: float | None = defaults.KSS_GRAD_BOUND        # ||g_KSS|| <= c ||g_task|| (harness)
 
     def __post_init__(self):
         def is_int(v):
@@ -176,6 +203,13 @@ class KSSConfig:
             raise RKSPInputError("KSSConfig: unstable and near_unit are both off; nothing to optimize")
         if not is_int(self.seed):
             raise RKSPInputError(f"KSSConfig.seed must be an integer, got {self.seed!r}")
+        if self.projection not in defaults.RDMD_PROJECTIONS:
+            raise RKSPInputError(f"KSSConfig.projection must be one of {defaults.RDMD_PROJECTIONS}, "
+                                 f"got {self.projection!r}")
+        if not isinstance(self.detach_whitening, bool):
+            raise RKSPInputError(f"KSSConfig.detach_whitening must be a bool, got {self.detach_whitening!r}")
+        if self.grad_bound is not None and not (is_num(self.grad_bound) and self.grad_bound > 0):
+            raise RKSPInputError(f"KSSConfig.grad_bound must be None or a finite number > 0, got {self.grad_bound!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -312,7 +346,9 @@ class KSS:
         else:
             try:
                 lam = randomized_dmd_eigvals(X, Y, cfg.rank, eps=cfg.eps, oversample=cfg.oversample,
-                                             power_iters=cfg.power_iters, generator=proj_gen)
+                                             power_iters=cfg.power_iters, generator=proj_gen,
+                                             projection=cfg.projection,
+                                             detach_whitening=cfg.detach_whitening)
             except torch.linalg.LinAlgError as exc:   # rare: singular projected Gram matrix
                 skip = f"linear algebra failure: {exc}"
         if skip is not None:

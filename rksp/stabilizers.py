@@ -230,6 +230,11 @@ class KSSHooks(TrainHooks):
     def config(self) -> KSSConfig:
         return self.kss.config
 
+    @property
+    def extra_grad_bound(self) -> Optional[float]:
+        """KSSConfig.grad_bound: the harness scales the KSS gradient to <= this x the task gradient."""
+        return self.config.grad_bound
+
     def transform_model(self, model, cfg):
         d = _model_width(model)
         if d is not None and self.config.rank > d:
@@ -562,7 +567,9 @@ def merge_overrides(*parts: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _kss(alpha: float, **kw) -> Dict[str, Any]:
-    return {'hooks': [{'target': 'kss', 'kwargs': {'alpha': alpha, **kw}}]}
+    # the projection order is written into every KSS row (issue 13): runs cached under the old
+    # order (no 'projection' key) then have another config hash and are not reused as the default
+    return {'hooks': [{'target': 'kss', 'kwargs': {'alpha': alpha, 'projection': defaults.RDMD_PROJECTION, **kw}}]}
 
 
 def _hook(name: str, **kw) -> Dict[str, Any]:

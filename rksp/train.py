@@ -19,6 +19,11 @@ hook with its own `train_step`, e.g. SAM, is judged on the total gradient),
 'total' = the gradient actually applied (task + extra losses). Either way the
 record's `div_step_total_grad` is the first step at which the 'total' reading
 would have fired (runs agree up to that step), so both labels are available.
+On every step with that separate regularizer backward, `extras['reg_grad']` holds
+{'step','task_grad_norm','reg_grad_norm','scale'}: the two gradient norms (before
+any bound) and the scale applied to the regularizer's gradient (1 without a bound;
+a hook's `extra_grad_bound` c scales it to <= c x the task gradient, e.g. KSS
+grad_bound; a bound also makes 'total' take the two-pass step).
 
 Gradient baselines (Table 2), from the per-step curves (see `gradient_baselines`):
   grad_norm_step1     grad norm after step 1's backward
@@ -64,9 +69,10 @@ are kept and written by `json` as NaN/Infinity):
   `full_log_steps` (500), then every `log_every` steps, and always the last step,
   eval_curve {'step','val_loss','val_acc'[,'val_ppl']} (every `eval_every` steps),
   val_loss, val_acc, val_ppl (LM tasks; None otherwise),
-  wall_time, train_time, profile_time, eval_time, steps_per_sec,
+  wall_time, train_time, train_cpu_time (process CPU seconds of the loop), profile_time,
+  eval_time, steps_per_sec,
   started_at, finished_at, env {'torch','device','num_threads','python'},
-  extras (dict filled by hooks).
+  extras (dict filled by hooks; 'reg_grad' by the harness, see above).
 `VOLATILE_FIELDS` lists the fields that may differ between two runs of the same
 config; `comparable(record)` drops them.
 
@@ -144,7 +150,7 @@ _IMAGE_TASKS = ('cifar10',)
 SCHEDULES = ('cosine', 'constant', 'linear')
 
 # fields that may differ between two runs of one config (timings, machine)
-VOLATILE_FIELDS = ('wall_time', 'train_time', 'profile_time', 'eval_time', 'steps_per_sec',
+VOLATILE_FIELDS = ('wall_time', 'train_time', 'train_cpu_time', 'profile_time', 'eval_time', 'steps_per_sec',
                    'started_at', 'finished_at', 'env')
 
 
@@ -846,6 +852,13 @@ class HookList(TrainHooks):
     def train_step(self, step, model, optimizer, batch, ctx):
         return self._step.train_step(step, model, optimizer, batch, ctx) if self._step else None
 
+    @property
+    def extra_grad_bound(self) -> Optional[float]:
+        """Smallest `extra_grad_bound` any hook declares (None: none): the extra losses' gradient is
+        scaled to <= that multiple of the task gradient (`StepContext.backward_rest`; KSS grad_bound)."""
+        bs = [b for b in (getattr(h, 'extra_grad_bound', None) for h in self.hooks) if b is not None]
+        return min(bs) if bs else None
+
     def before_step(self, step, model, optimizer, info):
         for h in self._before:
             h.before_step(step, model, optimizer, info)
@@ -873,6 +886,8 @@ class StepContext:
         self.device = device
         self.extras = extras        # == record['extras']
         self.task_grad_norm = None  # set by default_step when the step has extra losses (div_grad='task')
+        self.reg_grad_norm = None   # set by backward_rest: norm of the extra losses' own gradient
+        self.reg_grad_scale = None  # set by backward_rest under a bound (hooks' extra_grad_bound)
         self.rest_loss = None       # set by forward: the extra + auxiliary terms of the last forward
         aux = getattr(model, 'aux_loss', None)
         self._aux = aux if callable(aux) else None
@@ -903,17 +918,40 @@ class StepContext:
     def default_step(self, step: int, batch):
         task_loss, total, _, extra = self.forward(batch, step)
         rest = self.rest_loss
-        if rest is not None and rest.requires_grad and self.cfg.div_grad == 'task':
+        bound = self.hooks.extra_grad_bound
+        if rest is not None and rest.requires_grad and (self.cfg.div_grad == 'task' or bound is not None):
             # the label reads the task gradient: backprop it alone first, read its norm, then add the
             # rest's own graph. An off-schedule regularizer (a constant 0) takes the one-pass branch:
             # its gradient is the task gradient.
             task_loss.backward(retain_graph=True)
             self.task_grad_norm = _total_grad_norm(
                 [p for p in self.model.parameters() if p.grad is not None]).detach()
-            rest.backward()
+            self.backward_rest(rest, bound)
         else:
             total.backward()
         return task_loss, extra
+
+    def backward_rest(self, rest, bound: Optional[float] = None) -> None:
+        """Add the gradient of the regularizer graph `rest` after the task backward (task_grad_norm
+        set). Records its norm (`reg_grad_norm`) and, with `bound` c, scales it to
+        ||g_rest|| <= c ||g_task|| (`reg_grad_scale`; no host sync). Same traversal as rest.backward()."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(rest, params, allow_unused=True)
+        used = [(p, g) for p, g in zip(params, grads) if g is not None]
+        norm = _norm_of([g for _, g in used]).detach()
+        self.reg_grad_norm = norm
+        scale = None
+        if bound is not None:
+            scale = torch.clamp(bound * self.task_grad_norm.to(norm.device) / norm, max=1.0)
+            scale = torch.nan_to_num(scale, nan=1.0)       # 0 / 0: nothing to scale
+            self.reg_grad_scale = scale
+        for p, g in used:
+            if scale is not None:
+                g = g * scale.to(g.dtype)
+            if p.grad is None:
+                p.grad = g
+            else:
+                p.grad.add_(g)
 
 
 # ----------------------------------------------------------------------------- losses / eval
@@ -1077,7 +1115,11 @@ def _resolve_device(s: str) -> torch.device:
 
 
 def _total_grad_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
-    grads = [p.grad for p in params if p.grad is not None]
+    return _norm_of([p.grad for p in params if p.grad is not None])
+
+
+def _norm_of(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """2-norm of a list of tensors taken together (0 for an empty list)."""
     if not grads:
         return torch.zeros(())
     if hasattr(torch.nn.utils, 'get_total_norm'):
@@ -1159,6 +1201,10 @@ def train(cfg: Union[TrainConfig, Dict[str, Any]], hooks: Union[None, TrainHooks
     cfg_dict = cfg.to_dict()
     extra_hooks = [] if hooks is None else ([hooks] if isinstance(hooks, TrainHooks) else list(hooks))
     hk = HookList(resolve_hooks(cfg.hooks) + extra_hooks)
+    if hk.has_step and hk.extra_grad_bound is not None:
+        raise ConfigError(f"a bound on the regularizer gradient (extra_grad_bound {hk.extra_grad_bound}, e.g. KSS "
+                          f"grad_bound) is applied by the default step, but hook {type(hk._step).__name__} "
+                          "replaces the step (e.g. SAM)")
     device = _resolve_device(cfg.device)
 
     prev_det = (torch.are_deterministic_algorithms_enabled(),
@@ -1240,6 +1286,8 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
     lrs: List[float] = []
     extras_curve: List[float] = []
     any_extra = False
+    # per step with a separate regularizer backward (StepContext.backward_rest): both norms, the bound's scale
+    reg_grad: Dict[str, List[float]] = {'step': [], 'task_grad_norm': [], 'reg_grad_norm': [], 'scale': []}
     eval_curve: Dict[str, List] = {'step': [], 'val_loss': [], 'val_acc': [], 'val_ppl': []}
     diverged, div_step, div_reason, div_value = False, None, None, None
     strict_step = None
@@ -1252,7 +1300,7 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, desc=f"train {record['hash'][:8]}", leave=False)
 
-    t_train = time.perf_counter()
+    t_train, c_train, eval_cpu = time.perf_counter(), time.process_time(), 0.0
     step = 0
     for step in range(1, steps + 1):
         f = lr_factor(step, steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
@@ -1267,7 +1315,7 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
             hk.before_step(step, model, opt, {'step': step, 'lr': lr_now, 'batch': batch})
 
         opt.zero_grad(set_to_none=True)
-        ctx.task_grad_norm = None
+        ctx.task_grad_norm = ctx.reg_grad_norm = ctx.reg_grad_scale = None
         out = hk.train_step(step, model, opt, batch, ctx) if hk.has_step else None
         if out is None:
             task_loss, extra = ctx.default_step(step, batch)
@@ -1281,7 +1329,18 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
                 (tgn if tgn is not None else gn).detach().float().reshape(()).to(task_loss.device)]
         if extra is not None:
             vals.append(torch.as_tensor(extra).detach().float().reshape(()).to(task_loss.device))
+        rgn = ctx.reg_grad_norm
+        if rgn is not None:
+            rsc = ctx.reg_grad_scale
+            vals += [rgn.float().reshape(()).to(task_loss.device),
+                     (rsc if rsc is not None else torch.ones(())).float().reshape(()).to(task_loss.device)]
         synced = torch.stack(vals).tolist()     # the one host sync per step
+        if rgn is not None:                     # regularizer vs task gradient, before any bound
+            reg_grad['step'].append(step)
+            reg_grad['task_grad_norm'].append(synced[2])
+            reg_grad['reg_grad_norm'].append(synced[-2])
+            reg_grad['scale'].append(synced[-1])
+            record['extras']['reg_grad'] = reg_grad
         loss_v, gn_v, label_gn = synced[0], synced[1], synced[2]
         if extra is not None:
             synced = [synced[0], synced[1], synced[3]]
@@ -1311,18 +1370,20 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
                     'extra_loss': synced[2] if extra is not None else None}
             hk.after_step(step, model, opt, info)
         if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
-            te = time.perf_counter()
+            te, ce = time.perf_counter(), time.process_time()
             ev = evaluate(model, data, eval_bs, device)
             eval_curve['step'].append(step)
             for k in ('val_loss', 'val_acc', 'val_ppl'):
                 eval_curve[k].append(ev[k])
             eval_time += time.perf_counter() - te
+            eval_cpu += time.process_time() - ce
         if bar is not None:
             bar.update(1)
             if step % 10 == 0:
                 bar.set_postfix(loss=f'{loss_v:.3f}', gn=f'{gn_v:.2f}')
     steps_done = step if steps >= 1 else 0
     train_time = time.perf_counter() - t_train - eval_time
+    train_cpu_time = time.process_time() - c_train - eval_cpu     # CPU seconds of this process (robust to load)
     if bar is not None:
         bar.close()
 
@@ -1356,7 +1417,8 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
     record['extras'] = to_jsonable(record['extras'])
     wall = time.perf_counter() - t_start
     record.update({
-        'wall_time': wall, 'train_time': train_time, 'profile_time': profile_time, 'eval_time': eval_time,
+        'wall_time': wall, 'train_time': train_time, 'train_cpu_time': train_cpu_time,
+        'profile_time': profile_time, 'eval_time': eval_time,
         'steps_per_sec': steps_done / train_time if train_time > 0 else None,
         'started_at': started_at, 'finished_at': datetime.now(timezone.utc).isoformat(timespec='seconds'),
         'env': {'torch': torch.__version__, 'python': platform.python_version(), 'device': str(device),

@@ -190,3 +190,108 @@ def test_randomized_dmd_bad_parameters(kw, msg):
     X = torch.randn(10, n, dtype=D64)
     with pytest.raises(RKSPInputError, match=msg):
         randomized_dmd_eigvals(X, X, **kw)
+
+
+# --- projection order (issue 13): POD first vs whitened first -----------------------
+
+def _planted(d=64, N=2000, k=4, seed=0, noise=0.1):
+    """A rank-k linear dynamics A (planted eigenvalues) in a random k-subspace carrying most of
+    the variance, plus small isotropic noise (independent in X and Y) in all d coordinates."""
+    g = torch.Generator().manual_seed(seed)
+    V = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=D64)).Q
+    lam = torch.tensor([0.95, 0.7, 0.5, 0.5], dtype=D64)
+    A = torch.diag(lam)
+    A[2, 3], A[3, 2] = -0.3, 0.3                       # 0.5 +- 0.3i
+    R = torch.linalg.qr(torch.randn(k, k, generator=g, dtype=D64)).Q
+    A = R @ A @ R.T
+    z = 10 * torch.randn(k, N, generator=g, dtype=D64)
+    X = V @ z + noise * torch.randn(d, N, generator=g, dtype=D64)
+    Y = V @ (A @ z) + noise * torch.randn(d, N, generator=g, dtype=D64)
+    return X, Y, torch.linalg.eigvals(A)
+
+
+def test_pod_projection_recovers_planted_low_rank_dynamics_whitened_order_does_not():
+    X, Y, planted = _planted()
+    for seed in range(3):
+        pod = randomized_dmd_eigvals(X, Y, 4, generator=torch.Generator().manual_seed(seed))
+        assert _match(pod, planted) < 5e-3
+        old = randomized_dmd_eigvals(X, Y, 4, projection="whitened",
+                                     generator=torch.Generator().manual_seed(seed))
+        # the whitened X~ has a flat spectrum: its "top-4" subspace is mostly the 60 noise directions
+        assert _match(old, planted) > 0.3
+        assert old.abs().max() < 0.5
+
+
+def test_pod_projection_sees_planted_expansive_mode_the_whitened_order_misses():
+    """KSS-relevant: an expansive dominant mode (|lambda| = 1.3) must show in the rank-r spectrum."""
+    X, Y, _ = _planted(seed=1)
+    g = torch.Generator().manual_seed(7)
+    d, N = X.shape
+    V = torch.linalg.qr(torch.randn(d, 1, generator=g, dtype=D64)).Q
+    z = 10 * torch.randn(1, N, generator=g, dtype=D64)
+    X2, Y2 = X + V @ z, Y + V @ (1.3 * z)
+    pod = randomized_dmd_eigvals(X2, Y2, 8, generator=torch.Generator().manual_seed(0))
+    old = randomized_dmd_eigvals(X2, Y2, 8, projection="whitened", generator=torch.Generator().manual_seed(0))
+    assert abs(pod.abs().max().item() - 1.3) < 1e-2
+    assert old.abs().max().item() < 1.0
+
+
+@pytest.mark.parametrize("projection", ["pod", "whitened"])
+@pytest.mark.parametrize("detach", [True, False])
+def test_rank_d_equals_exact_whitened_dmd(projection, detach):
+    A, X = _data(d=12, N=300, cond=100)
+    Y = torch.tanh(A @ X / 10) + 0.5 * X
+    ev = randomized_dmd_eigvals(X, Y, 12, projection=projection, detach_whitening=detach,
+                                generator=torch.Generator().manual_seed(3))
+    assert _match(ev, whitened_dmd(X, Y).eigvals) < 1e-9
+
+
+def _grads(projection, detach, r=4, seed=0):
+    A, X = _data(d=10, N=200, seed=seed, cond=10)
+    Y = torch.tanh(A @ X / 5) + 0.8 * X
+    X, Y = X.clone().requires_grad_(), Y.clone().requires_grad_()
+    ev = randomized_dmd_eigvals(X, Y, r, projection=projection, detach_whitening=detach,
+                                generator=torch.Generator().manual_seed(1))
+    (ev.abs() ** 2).sum().backward()
+    return X.grad, Y.grad
+
+
+def test_pod_gradient_does_not_depend_on_detaching_the_whitening_the_old_order_does():
+    """Under 'pod' A_r = W_r (P_y P_x^+) W_r^{-1}: its eigenvalues do not depend on W_r, so
+    differentiating through W_r adds nothing; under 'whitened' W selects the subspace."""
+    gx1, gy1 = _grads("pod", True)
+    gx0, gy0 = _grads("pod", False)
+    assert torch.allclose(gx1, gx0, rtol=1e-6, atol=1e-9 * gx1.abs().max().item())
+    assert torch.allclose(gy1, gy0, rtol=1e-6, atol=1e-9 * gy1.abs().max().item())
+    wx1, wy1 = _grads("whitened", True)
+    wx0, wy0 = _grads("whitened", False)
+    assert torch.allclose(wy1, wy0)                   # W depends on X only
+    assert (wx1 - wx0).norm() > 1e-3 * wx1.norm()
+
+
+@pytest.mark.parametrize("projection", ["pod", "whitened"])
+@pytest.mark.parametrize("detach", [True, False])
+def test_randomized_dmd_gradcheck_every_path(projection, detach):
+    """w.r.t. Y at r < d (U and W are functions of X only) and w.r.t. (X, Y) at r = d (the
+    eigenvalues then do not depend on U or W, so treating them as constants is exact)."""
+    g = torch.Generator().manual_seed(2)
+    X = torch.randn(5, 30, dtype=D64, generator=g)
+    M = torch.randn(5, 5, dtype=D64, generator=g) / 3
+    Y = torch.tanh(M @ X) + X
+
+    def f(r):
+        def ev(x, y):
+            lam = randomized_dmd_eigvals(x, y, r, projection=projection, detach_whitening=detach,
+                                         generator=torch.Generator().manual_seed(5))
+            return (lam.abs() ** 2).sum()
+        return ev
+
+    assert torch.autograd.gradcheck(lambda y: f(3)(X, y), (Y.clone().requires_grad_(),), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(f(5), (X.clone().requires_grad_(), Y.clone().requires_grad_()),
+                                    eps=1e-6, atol=1e-5)
+
+
+def test_randomized_dmd_rejects_unknown_projection():
+    X = torch.randn(6, 40, dtype=D64)
+    with pytest.raises(RKSPInputError, match="projection"):
+        randomized_dmd_eigvals(X, X, 3, projection="zca")

@@ -91,3 +91,48 @@ def test_claims_round_trip(tmp_path, monkeypatch):
     E.save_claims([Claim.interval('x', 'a claim', 1.0, 1.01, (0.9, 1.1))], 'smoke', '99_test')
     df = E.collect_claims('smoke')
     assert list(df['source']) == ['99_test'] and df.loc[0, 'verdict'] in ('reproduced', 'inconclusive')
+
+
+# ----------------------------------------------------------------------------- KSS gradient paths (issue 13)
+
+def test_kss_path_plan_trials_and_shared_default_runs():
+    labeled = E.kss_path_configs('small')
+    by = {}
+    for lab, c in labeled:
+        by.setdefault(lab['kss_path'], []).append(c)
+    assert len(by['No control']) == 24 and len(by[E.DEFAULT_KSS_PATH]) == 24
+    assert all(len(by[n]) == 12 for n in E.KSS_PATHS if n != E.DEFAULT_KSS_PATH)
+    h = lambda cs: {TrainConfig.from_dict(copy.deepcopy(c)).hash() for c in cs}   # noqa: E731
+    # the default path is the tables' KSS α=0.15 row itself (one cache entry per run)
+    assert h(by[E.DEFAULT_KSS_PATH]) == h([c for _, c in E.method_configs('small', ['KSS α=0.15'])])
+    assert h(by['No control']) == h([c for _, c in E.method_configs('small', ['No control'])])
+    assert len(h(c for _, c in labeled)) == len(labeled)           # every path is its own run
+    kw = by['whitened, bound 1x task grad'][0]['hooks'][0]['kwargs']
+    assert kw == {'alpha': 0.15, 'projection': 'whitened', 'grad_bound': 1.0}
+    with pytest.raises(ValueError, match='unknown KSS path'):
+        E.kss_path_configs('small', ['zca'])
+
+
+def test_kss_path_ablation_smoke(tmp_path, monkeypatch):
+    """Smoke-sized end to end: train, read every application's gradient norms, build the table."""
+    monkeypatch.setenv('RKSP_RESULTS', str(tmp_path))
+    paths = [E.DEFAULT_KSS_PATH, 'whitened, bound 1x task grad']
+    rows, table = E.run_kss_paths('smoke', paths, executor='serial')
+    assert (tmp_path / 'smoke' / 'tables' / 'kss_paths.csv').exists()
+    assert list(table['kss_path']) == ['No control'] + paths
+    n_ref = len(E.plan('smoke')['band_lrs']) * E.method_trials('smoke', 'No control')
+    assert list(table['n']) == [n_ref, 2, 2]                       # 2 band LRs x 1 trial per path
+    ratios = E.kss_grad_ratios(rows)
+    steps = E.plan('smoke')['recall']['steps']
+    for name in paths:
+        r = ratios[ratios['kss_path'] == name]
+        t = table.set_index('kss_path').loc[name]
+        # every 10 steps, in each non-diverged run
+        assert t['n_applications'] == len(r) > 0 and len(r) <= 2 * (steps // 10)
+        assert t['ratio_median'] == pytest.approx(r['ratio'].median()) and t['ratio_median'] > 0
+        assert 0.0 <= t['share_bound_scaled'] <= 1.0
+    bound = ratios[ratios['kss_path'] == paths[1]]
+    applied = bound['kss_grad_norm'] * bound['scale']
+    assert (applied <= 1.0 * bound['task_grad_norm'] * (1 + 1e-5)).all()
+    assert (ratios.loc[ratios['kss_path'] == paths[0], 'scale'] == 1.0).all()
+    assert np.isnan(table.set_index('kss_path').loc['No control', 'ratio_median'])

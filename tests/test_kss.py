@@ -425,3 +425,95 @@ def test_kss_on_timm_vit_through_capture():
     assert k.log and len(k.log[-1]["layers"]) == 2
     for blk in vit.blocks:
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in blk.parameters())
+
+
+# ----------------------------------------------------------------------------- gradient paths (issue 13)
+
+PATHS = [dict(projection=p, detach_whitening=dw) for p in ("pod", "whitened") for dw in (True, False)]
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: f"{p['projection']}-detach{p['detach_whitening']}")
+def test_every_gradient_path_gives_finite_gradients_on_near_identity_no_norm_blocks(path):
+    """No-Norm GPT with init_std 1e-3: every block is ~ the identity, so all r eigenvalues cluster
+    at 1 (the worst case for eigenvector sensitivity). Gradients must be finite and non-zero without
+    the sanitizing hook firing."""
+    torch.manual_seed(0)
+    model = GPT.from_preset("tiny", norm="none", init_std=1e-3).double()
+    x = torch.randint(0, 256, (8, 64))
+    kss = KSS(alpha=1.0, every=1, layer_fraction=1.0, rank=16, n_snapshots=256, seed=0, **path)
+    with kss.capture(model, 0):
+        model(x)
+    loss = kss.loss_from_capture(0)
+    loss.backward()
+    e = kss.log[-1]
+    assert "skipped" not in e and "nonfinite_grad_zeroed" not in e
+    assert all(abs(r - 1.0) < 0.05 for r in e["rho"])          # near-identity: spectrum at 1
+    grads = [p.grad for p in model.blocks.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+
+
+def test_kssconfig_validates_gradient_path_fields():
+    assert KSSConfig().projection == defaults.RDMD_PROJECTION == "pod"
+    assert KSSConfig().detach_whitening is True and KSSConfig().grad_bound is None
+    for bad, msg in [({"projection": "zca"}, "projection"), ({"detach_whitening": 1}, "detach_whitening"),
+                     ({"grad_bound": 0.0}, "grad_bound"), ({"grad_bound": float("inf")}, "grad_bound"),
+                     ({"grad_bound": True}, "grad_bound")]:
+        with pytest.raises(RKSPInputError, match=msg):
+            KSSConfig(**bad)
+
+
+def _kss_run(**kss_kw):
+    from rksp.train import train
+    cfg = dict(task='recall', preset='tiny', model_cfg={'norm': 'none'}, n_train=256, n_val=64,
+               batch_size=16, warmup_steps=0, profile_at_init=False, steps=4, lr=3e-3, seed=1,
+               hooks=[{'target': 'kss', 'kwargs': dict(alpha=5.0, every=1, rank=8, n_snapshots=512, **kss_kw)}])
+    return train(cfg)
+
+
+def test_grad_bound_scales_the_kss_gradient_to_the_bound_and_no_further():
+    free = _kss_run()
+    rg = free['extras']['reg_grad']
+    assert rg['step'] == [1, 2, 3, 4] and rg['scale'] == [1.0] * 4
+    ratios = [k / t for k, t in zip(rg['reg_grad_norm'], rg['task_grad_norm'])]
+    c = 0.5 * min(ratios)                                  # a bound that binds on every step
+    assert c > 0
+    bound = _kss_run(grad_bound=c)['extras']['reg_grad']
+    # step 1 is identical up to the bound (same model, same batch): the scale is exactly c / ratio
+    assert bound['reg_grad_norm'][0] == pytest.approx(rg['reg_grad_norm'][0], rel=1e-6)
+    assert bound['scale'][0] == pytest.approx(c / ratios[0], rel=1e-5)
+    for k, t, s in zip(bound['reg_grad_norm'], bound['task_grad_norm'], bound['scale']):
+        assert s < 1 and k * s == pytest.approx(c * t, rel=1e-5)
+    # a bound that never binds changes nothing
+    loose = _kss_run(grad_bound=10 * max(ratios))
+    assert loose['extras']['reg_grad']['scale'] == [1.0] * 4
+    assert loose['curves']['grad_norm'] == free['curves']['grad_norm']
+
+
+def test_grad_bound_also_applies_under_the_total_gradient_label():
+    from rksp.train import train
+    cfg = dict(task='recall', preset='tiny', model_cfg={'norm': 'none'}, n_train=256, n_val=64,
+               batch_size=16, warmup_steps=0, profile_at_init=False, steps=2, lr=3e-3, seed=1,
+               div_grad='total',
+               hooks=[{'target': 'kss', 'kwargs': dict(alpha=5.0, every=1, rank=8, n_snapshots=512)}])
+    assert 'reg_grad' not in train(cfg)['extras']       # one combined backward, nothing separate
+    cfg['hooks'][0]['kwargs']['grad_bound'] = 1e-3
+    rec = train(cfg)
+    rg = rec['extras']['reg_grad']
+    g1 = rec['curves']['grad_norm'][0]                  # the applied (bounded) total gradient
+    t1, k1, s1 = rg['task_grad_norm'][0], rg['reg_grad_norm'][0], rg['scale'][0]
+    assert k1 * s1 == pytest.approx(1e-3 * t1, rel=1e-5)
+    assert abs(g1 - t1) <= 1.001e-3 * t1                 # triangle inequality with ||s g_r|| = c ||g_task||
+
+
+def test_grad_bound_with_a_hook_that_replaces_the_step_is_rejected():
+    from rksp.stabilizers import apply_method
+    from rksp.train import ConfigError, train
+    base = dict(task='recall', preset='tiny', model_cfg={'norm': 'none'}, n_train=256, n_val=64, batch_size=16,
+                warmup_steps=0, profile_at_init=False, steps=2, lr=1e-3)
+    cfg = apply_method(base, 'KSS + SAM (α=0.10, ρ=0.05)')
+    for h in cfg['hooks']:
+        if h['target'] == 'kss':
+            h['kwargs']['grad_bound'] = 1.0
+    with pytest.raises(ConfigError, match='replaces the step'):
+        train(cfg)

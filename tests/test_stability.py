@@ -71,7 +71,7 @@ def test_stability_configs_grid_and_kss():
     assert len(cfgs) == 6
     assert [c['lr'] for c in cfgs] == [1e-3] * 3 + [1e-2] * 3      # ascending
     assert [c['seed'] for c in cfgs[:3]] == [42, 123, 456]
-    assert all(c['hooks'] == [{'target': 'kss', 'kwargs': {'alpha': 0.15}}] for c in cfgs)
+    assert all(c['hooks'] == [{'target': 'kss', 'kwargs': {'alpha': 0.15, 'projection': 'pod'}}] for c in cfgs)
     assert all(not c.get('hooks') for c in stability_configs(TINY, [1e-3], 1, with_kss=False))
     custom = stability_configs(TINY, [1e-3], 1, with_kss={'alpha': 0.1, 'rank': 8})
     assert custom[0]['hooks'] == [{'target': 'kss', 'kwargs': {'alpha': 0.1, 'rank': 8}}]

@@ -61,7 +61,7 @@ def test_method_table_covers_the_papers_rows():
         assert canonical_method(alias) == target and target in METHODS
     assert method_config('AdamW') == method_config('No control') == {}
     assert method_config('Grad clip 0.5') == {'grad_clip': 0.5}
-    assert method_config('KSS α=0.15') == {'hooks': [{'target': 'kss', 'kwargs': {'alpha': 0.15}}]}
+    assert method_config('KSS α=0.15') == {'hooks': [{'target': 'kss', 'kwargs': {'alpha': 0.15, 'projection': 'pod'}}]}
     with pytest.raises(ConfigError, match='did you mean'):
         canonical_method('KSS a=0.15')
 
@@ -87,7 +87,7 @@ def test_merge_and_apply_compose_hooks_and_dicts():
     assert apply_method(base, 'LAMB + KSS')['optimizer'] == 'lamb'
     sam = apply_method(base, 'KSS + SAM (α=0.10, ρ=0.05)')
     assert {'target': 'sam', 'kwargs': {'rho': 0.05}} in sam['hooks']
-    assert {'target': 'kss', 'kwargs': {'alpha': 0.10}} in sam['hooks']
+    assert {'target': 'kss', 'kwargs': {'alpha': 0.10, 'projection': 'pod'}} in sam['hooks']
     # LAMB + warmup: a quarter of the run (rksp.optim), given the base's steps
     assert apply_method(base, 'LAMB + warmup')['warmup_steps'] == 100
 

@@ -177,7 +177,11 @@ def test_hooks_transform_optimizer_extra_loss_hidden_and_extras():
     assert seen['before'] == 6 and seen['after'] == 6
     assert seen['hidden_steps'] == [2, 4, 6]
     assert seen['shapes'] == [(16, 64, 32)] * 3          # h_0..h_L for the 2-layer tiny GPT
-    assert rec['extras'] == {'my_hook': {'n_hidden_steps': 3}}
+    assert rec['extras']['my_hook'] == {'n_hidden_steps': 3}
+    # the harness's own entry: the regularizer's gradient on the steps it was backpropagated alone
+    rg = rec['extras']['reg_grad']
+    assert set(rec['extras']) == {'my_hook', 'reg_grad'} and rg['step'] == [2, 4, 6]
+    assert all(0 < r < t for r, t in zip(rg['reg_grad_norm'], rg['task_grad_norm'])) and rg['scale'] == [1.0] * 3
     extra = rec['curves']['extra_loss']
     assert [math.isnan(v) for v in extra] == [True, False] * 3
     # the capture hooks are removed after each step that asked for them
