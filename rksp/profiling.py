@@ -175,7 +175,9 @@ def profile_hidden(hidden, *, eps: float = defaults.WHITEN_EPS, kreiss: bool = T
         prev = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            with ThreadPoolExecutor(n_workers) as pool:
+            # OpenMP's thread count is per thread: set it in each worker too, or a worker thread
+            # keeps the process default and its LAPACK calls run multi-threaded
+            with ThreadPoolExecutor(n_workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
                 futs = {pool.submit(one, l): l for l in range(L)}
                 for f in _progress(as_completed(futs), L, progress, "RKSP layers"):
                     results[futs[f]] = f.result()
