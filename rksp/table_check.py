@@ -38,7 +38,7 @@ import pandas as pd
 # The smoke runs (30 steps, near-threshold LRs) and the small sample give the rate below as the
 # upper end of the exact 95% interval; FLIP_QUANTILE makes a row fail about once in 1000 tables
 # by chance alone.
-FLIP_RATE_BOUND = 0.25
+FLIP_RATE_BOUND = 0.16
 FLIP_QUANTILE = 0.999
 INIT_ATOL, INIT_RTOL = 1e-4, 1e-3
 KAPPA_RTOL = 0.02
