@@ -13,19 +13,11 @@ For each d: seconds per layer for
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 
-def _time(fn, repeats):
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from _timing import best_of as _time  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def snapshots(d, n, seed=0):
