@@ -57,6 +57,8 @@ CLASSES: List[Tuple[str, str]] = [
     ('kappa', r'^kappa(_std|_mean|_sd)?$'),
     ('init', r'^(eta_nl|m_near_unit|rho|m_contractive|m_expansive|kreiss)(_std)?$'),
     ('resdmd', r'^(resdmd_kept\w*|m_\w+_kept\w*)$'),
+    ('init', r'^(abs_err_\w+|mae_\w+|max_err_\w+|median_rel_err_\w+|nonorm_m_near_unit|deepnorm_pre_\w+)$'),
+    ('exact', r'^(init|init_std|config|proxy|d_sigma2|n_layer|n_seeds)$'),
     ('exact', r'^(n|n_inits|n_runs|n_bins|n_layers|n_params|n_snapshots|n_distinct_states|n_doses|'
               r'n_points|n_methods|d|d_model|lr|lrs|alpha|x|layers|band|well_posed|kss|label|models)$'),
     ('exact', r'^(norm|norm_key|norm_name|method|predictor|features|timing|variant|test|model|key|'
