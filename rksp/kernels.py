@@ -36,9 +36,19 @@ def cpu_capability() -> str:
     return str(torch.backends.cpu.get_cpu_capability()).lower()
 
 
+def native_capability() -> str:
+    """The CPU's own best kernel set, whatever ``ATEN_CPU_CAPABILITY`` forces in this process."""
+    if CAPABILITY_ENV not in os.environ:
+        return cpu_capability()
+    env = {k: v for k, v in os.environ.items() if k != CAPABILITY_ENV}
+    r = subprocess.run([sys.executable, '-c', 'from rksp.kernels import cpu_capability; print(cpu_capability())'],
+                       env=env, capture_output=True, text=True, timeout=300)
+    return r.stdout.strip().splitlines()[-1] if r.returncode == 0 and r.stdout.strip() else cpu_capability()
+
+
 def available_sets() -> List[str]:
     """Kernel sets this machine can run: every set up to the native one (``default`` always)."""
-    native = cpu_capability()
+    native = native_capability()
     out = []
     for s in _ORDER:
         out.append(s)

@@ -129,11 +129,13 @@ def test_tracker_bad_arguments():
 
 def test_track_runs_no_norm_with_and_without_kss():
     from rksp.tracking import plot_track, track_runs
-    df = track_runs("smoke", every=10, progress=False)
+    # an LR at which neither run diverges on any CPU (at the band's 0.05 No control can diverge before
+    # step 10 under one kernel set and not under another: docs/kernel-sets.md)
+    df = track_runs("smoke", every=10, lr=3e-3, progress=False)
     assert set(df["run"]) == {"No control", "KSS α=0.15"}
     steps = sorted(df["step"].unique())
     assert steps[0] == 0 and len(steps) >= 2 and all(s % 10 == 0 for s in steps)
-    near = df[(df.metric == "m_near_unit") & (df.layer >= 0)]
+    near = df[(df.metric == "rho") & (df.layer >= 0)]       # continuous: masses can sit at 1.0 early on
     at0 = near[near.step == 0].groupby("run")["value"].apply(list)
     assert at0["No control"] == at0["KSS α=0.15"]          # same init (same seed), before any KSS step
     # the harness applies KSS on steps 10, 20, 30 (counted from 1): the profile after 9 steps would

@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from rksp.kernels import available_sets, cpu_capability, init_profile_diffs, label_flips, train_under
+from rksp.kernels import available_sets, init_profile_diffs, label_flips, native_capability, train_under
 
 SETS = available_sets()
 pytestmark = pytest.mark.skipif(len(SETS) < 2, reason=f'one kernel set only on this CPU ({SETS})')
@@ -35,7 +35,7 @@ def runs(tmp_path_factory):
 
 def test_kernel_set_is_really_forced(runs):
     # train_under raises when the subprocess silently ran another set; the native one is the last
-    assert runs['sets'] == (SETS[0], SETS[-1]) and SETS[-1] == cpu_capability()
+    assert runs['sets'] == (SETS[0], SETS[-1]) and SETS[-1] == native_capability()
 
 
 # masses and counts: exact (a mass moves in steps of 1/d; an eigenvalue within 1e-7 of a threshold is
