@@ -71,8 +71,8 @@ CLASSES: List[Tuple[str, str]] = [
 # the scale trend is fitted to profiles of fixed models (no training): init-like
 OVERRIDES: Dict[Tuple[str, str], str] = {('fig3_scale_trend', c): 'init' for c in ('slope', 'intercept', 'r')}
 # the cross-validated calibration variants need both classes in every fold: their n is 0 when too few
-# runs diverged, so it follows the labels (measured: 15 under one kernel set, 0 under another)
-OVERRIDES[('appH_calibration', 'n')] = 'outcome'
+# runs diverged, so it (and n_pos) follows the labels (measured: 15 under one kernel set, 0 under another)
+OVERRIDES[('appH_calibration', 'n')] = OVERRIDES[('appH_calibration', 'n_pos')] = 'outcome'
 # tables whose set of rows depends on when runs diverged (one row per event step)
 CHAOTIC_ROWS = {'table3_survival': ('method', 'label')}
 

@@ -100,3 +100,11 @@ def test_invariants_pass_on_every_committed_table():
     root = Path(__file__).resolve().parent.parent / 'results'
     errs = [e for p in sorted(root.glob('*/tables/*.csv')) for e in invariants(pd.read_csv(p), p.stem)]
     assert not errs, errs[:10]
+
+
+def test_calibration_variants_may_lose_their_cv_fit():
+    ref = pd.DataFrame({'variant': ['raw', 'CV Platt'], 'ece': [0.5, np.nan], 'n': [15, 0], 'n_pos': [1, 0],
+                        'n_bins': [10, 10]})
+    new = ref.assign(ece=[0.4, 0.1], n=[15, 15], n_pos=[2, 2])
+    assert compare_tables(ref, new, 'appH_calibration') == []
+    assert compare_tables(ref, new.assign(n_pos=[2, 16]), 'appH_calibration')     # n_pos > n
