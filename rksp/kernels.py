@@ -6,7 +6,7 @@ results differ in the last bits; a forward pass at init agrees to ~1e-7 relative
 the divergence threshold is chaotic and those bits can decide whether a run crosses loss 50 or grad
 norm 500. This module trains one list of configs in a subprocess per kernel set and compares them:
 
-    python -m rksp.kernels small --n 48 --sets default avx2 --out results/kernels
+    python -m rksp.kernels small --n 48 --sets default avx2 --out results/tmp/kernels
 
 writes one record per run and kernel set (``<out>/<set>/<hash>.json``, resumable) and the table of
 label flips ``<out>/label_flips.csv`` (one row per run) and ``<out>/summary.csv``.
@@ -177,7 +177,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument('--sets', nargs=2, default=None, help='two kernel sets (default: default and native)')
     ap.add_argument('--seed', type=int, default=0, help='sampling seed')
     ap.add_argument('--workers', type=int, default=2)
-    ap.add_argument('--out', default='results/kernels')
+    ap.add_argument('--out', default='results/tmp/kernels', help='records and CSVs (default results/tmp/kernels, git-ignored)')
     a = ap.parse_args(argv)
     sets = a.sets or [available_sets()[0], available_sets()[-1]]
     if sets[0] == sets[1]:
