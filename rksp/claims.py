@@ -28,6 +28,7 @@ Rules
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -354,7 +355,7 @@ def flip_note(verdict_of, ka: int, na: int, kb: int, nb: int, rate: float | None
             f"kernel set flips up to {rate:.0%} of labels (docs/kernel-sets.md), i.e. {budget} here")
 
 
-_COUNT = __import__("re").compile(r"(\d+)\s*/\s*(\d+)")
+_COUNT = re.compile(r"(\d+)\s*/\s*(\d+)")
 
 
 def annotate_flip_fragility(claims: pd.DataFrame, rate: float | None = None) -> pd.DataFrame:
@@ -376,7 +377,7 @@ def annotate_flip_fragility(claims: pd.DataFrame, rate: float | None = None) -> 
         if not (na and nb and ka <= na and kb <= nb):
             continue
         sign = +1 if rule.startswith("expected positive") else -1
-        judged = lambda a, n_a, b, n_b: counts_direction_claim("x", "x", NAN_, a, n_a, b, n_b, sign)
+        judged = lambda a, n_a, b, n_b: counts_direction_claim("x", "x", math.nan, a, n_a, b, n_b, sign)
         c = judged(ka, na, kb, nb)
         ours = float(row["ours"]) if not _nan(row.get("ours")) else float("nan")
         if not (math.isfinite(ours) and abs(c.ours - ours) < 1e-6 and c.verdict == row["verdict"]):
@@ -386,5 +387,3 @@ def annotate_flip_fragility(claims: pd.DataFrame, rate: float | None = None) -> 
             out.at[i, "notes"] = f"{notes}; {note}" if notes else note
     return out
 
-
-NAN_ = float("nan")

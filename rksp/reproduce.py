@@ -58,7 +58,6 @@ def save_figure(fig, out: Path, name: str) -> Path:
     return path
 
 
-from .table_check import compare_tables  # noqa: E402,F401  (kept importable from here)
 
 
 def _pydoc_text_inputs(tokenizer, n_tokens: int, max_length: int = 64):
