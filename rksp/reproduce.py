@@ -58,8 +58,6 @@ def save_figure(fig, out: Path, name: str) -> Path:
     return path
 
 
-
-
 def _pydoc_text_inputs(tokenizer, n_tokens: int, max_length: int = 64):
     """Real English prose shipped with Python (pydoc_data.topics), tokenized into 64-token rows."""
     from pydoc_data.topics import topics
