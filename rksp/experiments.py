@@ -5,8 +5,10 @@ configs, so the same run (same config hash) is trained once and reused by every 
 it: all associative-recall runs of a profile live in ``results/<profile>/runs/recall``.
 
 * ``smoke``: tiny models and a few steps, so every notebook runs end to end in CI.
-* ``small``: the measured CPU regime of docs/small-regime.md (No-Norm GPT d=64, L=2, batch 32,
-  200 steps, 20 warmup steps then a constant LR, the paper's LR band 0.005-0.01). The three
+* ``small``: the CPU regime chosen by the rules of docs/regime.md (No-Norm GPT d=64, L=4, plain
+  N(0, 0.04) init (d·σ² of d=256 at σ=0.02), batch 32, 200 steps, 50 warmup steps then a constant
+  LR, the paper's LR band 0.005-0.01; before issue 14: d=64, L=2, GPT-2 init, 20 warmup steps,
+  docs/small-regime.md). The three
   rows of the headline claims (No control, Grad clip 1.0, KSS α=0.15) get 24 trials
   (3 LRs x 8 seeds); every other method row gets 9 (3 LRs x the paper's seeds 42/123/456), so
   the whole profile fits about an hour on 2 cores. Tables print n beside every rate.
@@ -39,6 +41,23 @@ NORM_NAMES = {'pre_ln': 'Pre-LN', 'post_ln': 'Post-LN', 'rmsnorm': 'RMSNorm', 'd
 MAIN_METHODS = ('No control', 'Grad clip 1.0', 'KSS α=0.15')   # the rows of the headline claims
 REFERENCE = 'No control'
 
+KSS_PATH_METHOD = 'KSS α=0.15'
+DEFAULT_KSS_PATH = 'pod (default)'
+# name -> KSSConfig overrides of the KSS α=0.15 row (rksp.kss module docstring, README choices)
+KSS_PATHS: Dict[str, Dict[str, Any]] = {
+    DEFAULT_KSS_PATH: {'projection': 'pod'},
+    'whitened (old order)': {'projection': 'whitened'},
+    'pod, W differentiated': {'projection': 'pod', 'detach_whitening': False},
+    'whitened, W differentiated': {'projection': 'whitened', 'detach_whitening': False},
+    'pod, bound 1x task grad': {'projection': 'pod', 'grad_bound': 1.0},
+    'whitened, bound 1x task grad': {'projection': 'whitened', 'grad_bound': 1.0},
+}
+# the paths the `small` and `paper` plans run: the default and one change of each choice at a time
+# (projection, whitening detached, gradient bound); the two 'whitened, ...' combinations stay
+# available by name (kss_path_configs(profile, paths=[...]))
+SMALL_KSS_PATHS = (DEFAULT_KSS_PATH, 'whitened (old order)', 'pod, W differentiated', 'pod, bound 1x task grad')
+
+
 _RECALL_COMMON = dict(task='recall', model='gpt', optimizer='adamw', schedule='constant', profile_at_end=True)
 
 PLANS: Dict[str, Dict[str, Any]] = {
@@ -47,13 +66,17 @@ PLANS: Dict[str, Dict[str, Any]] = {
                     n_train=256, n_val=64, profile_n_snapshots=256),
         band_lrs=(0.01, 0.05), main_trials=2, other_trials=1,
         norm_lrs=(1e-3, 5e-2), norm_trials=1, maxlr_norms=('pre_ln', 'none'),
-        kss_path_trials=(1, 1), n_boot=200),
+        kss_paths=SMALL_KSS_PATHS, kss_path_trials=(1, 1), n_boot=200),
+    # the regime chosen by docs/regime.md (issue 14; candidate C6, the closest to its three rules:
+    # init profile within 0.05 of Table 1, No control 10/12 diverged in the band with pilot seeds,
+    # but the runs that do not diverge do not learn in 200 steps). Before: d=64, L=2, GPT-2 init,
+    # 20 warmup steps (docs/small-regime.md)
     'small': dict(
-        recall=dict(model_cfg=dict(d_model=64, n_layer=2, n_head=4), steps=200, warmup_steps=20, batch_size=32,
-                    n_train=8192, n_val=512, profile_n_snapshots=2048),
+        recall=dict(model_cfg=dict(d_model=64, n_layer=4, n_head=4, init='normal', init_std=0.04), steps=200,
+                    warmup_steps=50, batch_size=32, n_train=8192, n_val=512, profile_n_snapshots=2048),
         band_lrs=(0.005, 0.007, 0.01), main_trials=8, other_trials=3,
-        norm_lrs=(1e-3, 3e-3, 1e-2, 3e-2), norm_trials=3, maxlr_norms=('pre_ln', 'rmsnorm', 'none'),
-        maxlr_extra_lrs=(5e-3, 2e-2), kss_path_trials=(8, 4), n_boot=1000),
+        norm_lrs=(1e-3, 3e-3, 1e-2, 3e-2), norm_trials=6, maxlr_norms=('pre_ln', 'rmsnorm', 'none'),
+        maxlr_trials=3, kss_paths=SMALL_KSS_PATHS, kss_path_trials=(8, 4), n_boot=1000),
     'paper': dict(
         recall=dict(model_cfg=dict(d_model=256, n_layer=6, n_head=8, init=defaults.PAPER_INIT,
                                    init_std=defaults.PAPER_INIT_STD),
@@ -61,7 +84,8 @@ PLANS: Dict[str, Dict[str, Any]] = {
                     profile_n_snapshots=2048, schedule='cosine', device=defaults.PAPER_DEVICE),
         band_lrs=(0.005, 0.0075, 0.01), main_trials=8, other_trials=8,
         norm_lrs=(1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 5e-3, 8e-3, 1e-2), norm_trials=3,
-        maxlr_norms=('pre_ln', 'rmsnorm', 'none'), kss_path_trials=(8, 4), n_boot=1000),
+        maxlr_norms=('pre_ln', 'rmsnorm', 'none'), kss_paths=SMALL_KSS_PATHS, kss_path_trials=(8, 4),
+        n_boot=1000),
 }
 
 
@@ -224,19 +248,6 @@ def method_table(rows: pd.DataFrame, methods: Sequence[str], reference: str = RE
 
 # ----------------------------------------------------------------------------- KSS gradient paths (issue 13)
 
-KSS_PATH_METHOD = 'KSS α=0.15'
-DEFAULT_KSS_PATH = 'pod (default)'
-# name -> KSSConfig overrides of the KSS α=0.15 row (rksp.kss module docstring, README choices)
-KSS_PATHS: Dict[str, Dict[str, Any]] = {
-    DEFAULT_KSS_PATH: {'projection': 'pod'},
-    'whitened (old order)': {'projection': 'whitened'},
-    'pod, W differentiated': {'projection': 'pod', 'detach_whitening': False},
-    'whitened, W differentiated': {'projection': 'whitened', 'detach_whitening': False},
-    'pod, bound 1x task grad': {'projection': 'pod', 'grad_bound': 1.0},
-    'whitened, bound 1x task grad': {'projection': 'whitened', 'grad_bound': 1.0},
-}
-
-
 def kss_path_configs(profile: str, paths: Optional[Sequence[str]] = None,
                      norm: str = 'none') -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
     """[(labels, config)] of the gradient-path ablation: No control and KSS α=0.15 on each path
@@ -245,7 +256,7 @@ def kss_path_configs(profile: str, paths: Optional[Sequence[str]] = None,
     kss_path. The default path's configs are the KSS α=0.15 row's own (same hash, shared cache)."""
     p = plan(profile)
     n_def, n_other = p['kss_path_trials']
-    names = list(KSS_PATHS) if paths is None else list(paths)
+    names = list(p.get('kss_paths', KSS_PATHS)) if paths is None else list(paths)
     bad = [n for n in names if n not in KSS_PATHS]
     if bad:
         raise ValueError(f"unknown KSS path(s) {bad}; valid: {list(KSS_PATHS)}")
@@ -367,7 +378,7 @@ def maxlr_configs(profile: str) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
     for norm in p['maxlr_norms']:
         for kss in (False, True):
             m = 'KSS α=0.15' if kss else REFERENCE
-            for lab, c in norm_configs(profile, [norm], lrs=lrs):
+            for lab, c in norm_configs(profile, [norm], lrs=lrs, trials=p.get('maxlr_trials')):
                 c = apply_method(c, m, validate=False) if kss else c
                 out.append(({'norm': norm, 'method': m, 'kss': kss}, c))
             if norm == 'none':
@@ -376,10 +387,12 @@ def maxlr_configs(profile: str) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
 
 
 def all_recall_configs(profile: str) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
-    """Every recall run of notebooks 01-07 (to prefetch the cache in one sweep)."""
+    """Every recall run of notebooks 01-07, the KSS gradient-path ablation included (to prefetch the
+    cache in one sweep; a run listed twice is trained once, by its config hash)."""
     methods = list(dict.fromkeys(m for t in ('table3', 'table4', 'table6', 'table13', 'table14', 'alpha_sweep')
                                  for m in table_methods(t)))
-    return recall_pool(profile) + method_configs(profile, methods) + maxlr_configs(profile)
+    return (recall_pool(profile) + method_configs(profile, methods) + maxlr_configs(profile)
+            + kss_path_configs(profile))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

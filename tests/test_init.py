@@ -190,3 +190,16 @@ def test_gpt2_init_makes_nonorm_near_identity_and_normal_does_not():
     by = df.set_index('config')['m_near_unit']
     assert by['gpt2 d=32 L=2'] == 1.0
     assert by['normal d=32 L=2 σ=0.05657'] < 0.95
+
+
+def test_small_plan_is_the_regime_of_docs_regime_md():
+    """docs/regime.md rule 1 holds for the small plan's model: No-Norm's M≈1 at init is not the
+    degenerate 1.0 of the GPT-2 init, and Pre-LN < Post-LN < No-Norm."""
+    from rksp.experiments import recall_base
+    from rksp.init_study import profile_at_init
+    c = recall_base('small', 'none')
+    assert c['model_cfg'] == dict(d_model=64, n_layer=4, n_head=4, init='normal', init_std=0.04, norm='none')
+    assert (c['steps'], c['warmup_steps'], c['schedule'], c['batch_size']) == (200, 50, 'constant', 32)
+    m = {n: profile_at_init({**recall_base('small', n), 'seed': 42})['score'] for n in ('pre_ln', 'post_ln', 'none')}
+    assert m['pre_ln'] < m['post_ln'] < m['none'] < 0.95
+    assert abs(m['none'] - 0.80) < 0.05
