@@ -29,7 +29,7 @@ import pandas as pd
 
 from . import defaults
 from . import paper as P
-from .reproduce import PROFILES, results_dir, write_table
+from .results_io import PROFILES, results_dir, write_table
 from .stabilizers import TABLES, apply_method, canonical_method
 from .stability import trial_seeds
 from .stats import fisher_exact, wilson
@@ -76,9 +76,9 @@ PLANS: Dict[str, Dict[str, Any]] = {
     'small': dict(
         recall=dict(model_cfg=dict(d_model=64, n_layer=4, n_head=4, init='normal', init_std=0.04), steps=200,
                     warmup_steps=50, batch_size=32, n_train=8192, n_val=512, profile_n_snapshots=2048),
-        band_lrs=(0.005, 0.007, 0.01), main_trials=8, other_trials=3,
+        band_lrs=(0.005, 0.007, 0.01), main_trials=8, other_trials=2,
         norm_lrs=(1e-3, 3e-3, 1e-2, 3e-2), norm_trials=6, maxlr_norms=('pre_ln', 'rmsnorm', 'none'),
-        maxlr_trials=3, kss_paths=SMALL_KSS_PATHS, kss_path_trials=(8, 4), n_boot=1000),
+        maxlr_trials=2, kss_paths=SMALL_KSS_PATHS, kss_path_trials=(8, 4), n_boot=1000),
     'paper': dict(
         recall=dict(model_cfg=dict(d_model=256, n_layer=6, n_head=8, init=defaults.PAPER_INIT,
                                    init_std=defaults.PAPER_INIT_STD),

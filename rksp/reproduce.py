@@ -15,48 +15,19 @@ Stages run in order and each writes tidy tables (CSV + Markdown) under
   with ``profile`` (and ``executor``, ``dask_address``) injected; executed copies
   go to ``results/<profile>/notebooks/``.
 
-Notebooks call :func:`results_dir`, :func:`write_table` and :func:`save_figure`.
+Notebooks write through :mod:`rksp.results_io` (`results_dir`, `write_table`, `save_figure`).
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-PROFILES = ("smoke", "small", "paper")
-
-
-def results_dir(profile: str) -> Path:
-    """``results/<profile>`` (override the root with ``RKSP_RESULTS``), with tables/ and figures/."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r} (valid: {', '.join(PROFILES)})")
-    root = Path(os.environ.get("RKSP_RESULTS", ROOT / "results")) / profile
-    for sub in ("tables", "figures"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def write_table(df: pd.DataFrame, out_dir: Path, name: str) -> None:
-    """``<out_dir>/<name>.csv`` and ``.md`` (``out_dir`` is a tables directory)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out_dir / f"{name}.csv", index=False)
-    (out_dir / f"{name}.md").write_text(df.to_markdown(index=False, floatfmt=".4g") + "\n")
-
-
-def save_figure(fig, out: Path, name: str) -> Path:
-    """``<out>/figures/<name>.png``."""
-    path = out / "figures" / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
-
+from .results_io import PROFILES, ROOT, results_dir, write_table
 
 def _pydoc_text_inputs(tokenizer, n_tokens: int, max_length: int = 64):
     """Real English prose shipped with Python (pydoc_data.topics), tokenized into 64-token rows."""
@@ -129,12 +100,12 @@ def main(argv=None) -> int:
     p.add_argument("--executor", choices=("local", "dask", "serial"), default="local")
     p.add_argument("--dask-address", default=None)
     p.add_argument("--stages", nargs="*", default=list(STAGES))
-    p.add_argument("--out", default=None, help="default results/<profile>")
+    p.add_argument("--out", default=None, help="default results/<profile> (root: RKSP_RESULTS if set)")
     a = p.parse_args(argv)
     bad = [st for st in a.stages if st not in STAGES]
     if bad:
         p.error(f"unknown stage(s) {', '.join(bad)} (valid: {', '.join(STAGES)})")
-    out = Path(a.out) if a.out else ROOT / "results" / a.profile
+    out = Path(a.out) if a.out else results_dir(a.profile)   # honours RKSP_RESULTS
     (out / "figures").mkdir(parents=True, exist_ok=True)
     for i, st in enumerate(a.stages, 1):
         t0 = time.perf_counter()
