@@ -35,7 +35,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from rksp.sweep import grid, run  # noqa: E402
-from rksp.train import (TrainConfig, _BatchSampler, _derive, _param_groups, _seed_all, build_model,  # noqa: E402
+from rksp.train import (TrainConfig, _BatchSampler, _param_groups, derive_seed, seed_all, build_model,  # noqa: E402
                         load_task_data, lr_factor, train)
 
 BASE = dict(task='recall', n_train=4096, n_val=256, batch_size=32, warmup_steps=10, lr=1e-3,
@@ -44,12 +44,12 @@ BASE = dict(task='recall', n_train=4096, n_val=256, batch_size=32, warmup_steps=
 
 def bare_loop_seconds(cfg: TrainConfig) -> float:
     """The same run as `train(cfg)` written by hand: AdamW, warmup+cosine, last-position CE."""
-    _seed_all(cfg.seed)
+    seed_all(cfg.seed)
     data = load_task_data(cfg)
     model, _ = build_model(cfg, data)
     model.train()
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-    sampler = _BatchSampler(data.n_train, cfg.batch_size, torch.Generator().manual_seed(_derive(cfg.seed, 'batches')))
+    sampler = _BatchSampler(data.n_train, cfg.batch_size, torch.Generator().manual_seed(derive_seed(cfg.seed, 'batches')))
     x_train, y_train = data.x_train, data.y_train
     t0 = time.perf_counter()
     for step in range(1, cfg.steps + 1):

@@ -8,10 +8,11 @@ it: all associative-recall runs of a profile live in ``results/<profile>/runs/re
 * ``small``: the CPU regime chosen by the rules of docs/regime.md (No-Norm GPT d=64, L=4, plain
   N(0, 0.04) init (d·σ² of d=256 at σ=0.02), batch 32, 200 steps, 50 warmup steps then a constant
   LR, the paper's LR band 0.005-0.01; before issue 14: d=64, L=2, GPT-2 init, 20 warmup steps,
-  docs/small-regime.md). The three
-  rows of the headline claims (No control, Grad clip 1.0, KSS α=0.15) get 24 trials
-  (3 LRs x 8 seeds); every other method row gets 9 (3 LRs x the paper's seeds 42/123/456), so
-  the whole profile fits about an hour on 2 cores. Tables print n beside every rate.
+  docs/small-regime.md). The three rows of the headline claims (No control, Grad clip 1.0, KSS
+  α=0.15) get 24 trials (3 LRs x 8 seeds), and so does every normalization of Table 1 (4 LRs x 6
+  seeds); every other method row gets 6 (3 LRs x seeds 42/123), Table 5's grid 2 seeds per LR, the
+  KSS gradient-path ablation 12 per non-default path, so the whole profile fits 90 minutes on
+  2 cores (docs/regime.md, Part 3). Tables print n beside every rate.
 * ``paper``: METHOD.md §8 as far as it is stated (24 trials per method, seeds 42/123/456 then
   1003..., d=256, L=6, 5 epochs with 100 warmup steps); meant for GPUs / Dask clusters. Init: plain
   N(0, 0.02) on every Linear and Embedding (``defaults.PAPER_INIT``; its profile at init is

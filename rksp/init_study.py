@@ -6,7 +6,7 @@ reproduce Table 1's profile *at init* is a property of the model alone, so it ca
 profiling (cheap) before any training run is looked at (docs/regime.md, rule 1).
 
 Each profile is exactly the one a training run of the harness records (``prof_score`` etc.): the
-same seeding (:func:`rksp.train._seed_all` of the run seed, then the task data, then the model), the
+same seeding (:func:`rksp.train.model_at_init`: the run seed, then the task data, then the model), the
 same recall training batch (``profile_batch_size`` = batch 32 × seq 64 = 2048 token states, drawn by
 the profile generator of the run seed) and :func:`rksp.profiling.profile` with 2048 snapshots; only
 the Kreiss constant, which no column here uses, is skipped.
@@ -106,17 +106,11 @@ def profile_at_init(cfg) -> Dict[str, Any]:
     """The profile summary a training run of ``cfg`` (TrainConfig or dict) records at init, without
     training (the Kreiss constant skipped)."""
     from .profiling import profile as rksp_profile
-    from .train import TrainConfig, _derive, _seed_all, build_model, load_task_data
+    from .train import TrainConfig, model_at_init
     cfg = TrainConfig.from_dict(cfg) if not isinstance(cfg, TrainConfig) else cfg
-    _seed_all(cfg.seed)
-    data = load_task_data(cfg)
-    model, _ = build_model(cfg, data)
-    model.eval()
-    g = torch.Generator().manual_seed(_derive(cfg.seed, 'profile'))
-    pb = min(cfg.profile_batch_size or cfg.batch_size, data.n_train)
-    pidx = torch.randperm(data.n_train, generator=g)[:pb]
+    model, x = model_at_init(cfg)
     with torch.random.fork_rng(devices=[]):
-        prof = rksp_profile(model, data.x_train[pidx], n_snapshots=cfg.profile_n_snapshots, seed=cfg.profile_seed,
+        prof = rksp_profile(model, x, n_snapshots=cfg.profile_n_snapshots, seed=cfg.profile_seed,
                             kreiss=False, progress=False)
     return dict(prof.summary)
 

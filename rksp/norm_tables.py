@@ -464,18 +464,9 @@ def calibration_table(pool: pd.DataFrame, variants: Mapping[str, pd.Series], n_b
 # ----------------------------------------------------------------------------- Fig. 1
 
 def init_model(cfg: Mapping[str, Any]):
-    """(model, inputs) exactly as the harness profiles a run at init (rksp.train): seeded model
-    build, then the profile batch drawn with the run's own 'profile' generator."""
-    from .train import TrainConfig, _derive, _seed_all, build_model, load_task_data
-    c = TrainConfig.from_dict(dict(cfg))
-    c.validate()
-    _seed_all(c.seed)
-    data = load_task_data(c)
-    model, _ = build_model(c, data)
-    g = torch.Generator().manual_seed(_derive(c.seed, 'profile'))
-    pb = min(c.profile_batch_size or c.batch_size, data.n_train)
-    idx = torch.randperm(data.n_train, generator=g)[:pb]
-    return model.eval(), data.x_train[idx]
+    """(model, inputs) exactly as the harness profiles a run at init (:func:`rksp.train.model_at_init`)."""
+    from .train import model_at_init
+    return model_at_init(cfg)
 
 
 def init_eigenvalues(cfg: Mapping[str, Any]) -> List[np.ndarray]:

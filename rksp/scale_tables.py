@@ -166,7 +166,7 @@ def _ok(rows: pd.DataFrame) -> pd.DataFrame:
 
 def dedupe_runs(rows: pd.DataFrame, keys: Sequence[str] = ()) -> pd.DataFrame:
     """Drop repeated (keys, hash) rows: one config listed twice under the same labels (e.g. the No-Norm
-    LR band and the normalization sweep share LR 0.01 x seeds 42/123/456) is one trial, not two."""
+    LR band and the normalization sweep share LR 0.01 x their common seeds) is one trial, not two."""
     if 'hash' not in rows:
         return rows
     return rows.drop_duplicates(subset=[*keys, 'hash']).reset_index(drop=True)

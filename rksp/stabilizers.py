@@ -97,7 +97,7 @@ from . import defaults
 from .errors import RKSPInputError
 from .kss import KSS, KSSConfig
 from .snapshots import find_blocks
-from .train import (ConfigError, StepOutputs, TrainConfig, TrainHooks, _derive, register_hooks,
+from .train import (ConfigError, StepOutputs, TrainConfig, TrainHooks, derive_seed, register_hooks,
                     resolve_hooks)
 
 __all__ = [
@@ -241,7 +241,7 @@ class KSSHooks(TrainHooks):
             raise ConfigError(f"kss: rank r = {self.config.rank} exceeds the model's hidden size d = {d}; "
                               "lower the rank (kwargs {'rank': ...})")
         if self._seed is None:
-            self.kss.generator.manual_seed(_derive(cfg.seed, 'kss') % (2 ** 63))
+            self.kss.generator.manual_seed(derive_seed(cfg.seed, 'kss') % (2 ** 63))
         return model
 
     def needs_hidden(self, step):
@@ -359,7 +359,7 @@ class _Scheduled(TrainHooks):
     # -- hooks
     def transform_model(self, model, cfg):
         if self._seed is None:
-            self.generator.manual_seed(_derive(cfg.seed, self.name) % (2 ** 63))
+            self.generator.manual_seed(derive_seed(cfg.seed, self.name) % (2 ** 63))
         if self.double_backward:
             model.register_forward_pre_hook(self._pre_forward)
             model.register_forward_hook(self._post_forward)

@@ -1151,16 +1151,45 @@ class _BatchSampler:
         return idx
 
 
-def _seed_all(seed: int) -> None:
+def seed_all(seed: int) -> None:
+    """Seed Python, NumPy and torch from the run seed (the first thing a run does)."""
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
     torch.manual_seed(seed)
 
 
-def _derive(seed: int, stream: str) -> int:
+def derive_seed(seed: int, stream: str) -> int:
+    """A 56-bit seed for one named random stream of a run ('profile', 'batches', 'kss', ...), so
+    adding a stream never shifts another."""
     import hashlib
     h = hashlib.sha256(f'{seed}:{stream}'.encode()).digest()
     return int.from_bytes(h[:7], 'little')
+
+
+def build_run(cfg: 'TrainConfig'):
+    """(data, model, model_config) of a run, seeded exactly as :func:`train` builds them:
+    seed_all(seed), then the task data, then the model."""
+    seed_all(cfg.seed)
+    data = load_task_data(cfg)
+    model, model_config = build_model(cfg, data)
+    return data, model, model_config
+
+
+def profile_indices(cfg: 'TrainConfig', n_train: int) -> torch.Tensor:
+    """Indices of the training inputs the run profiles (at init and at the end), drawn by the
+    run's own 'profile' stream, so profiling never changes the training trajectory."""
+    g = torch.Generator().manual_seed(derive_seed(cfg.seed, 'profile'))
+    pb = min(cfg.profile_batch_size or cfg.batch_size, n_train)
+    return torch.randperm(n_train, generator=g)[:pb]
+
+
+def model_at_init(cfg) -> Tuple[nn.Module, torch.Tensor]:
+    """(model in eval mode, profile inputs) exactly as a run of ``cfg`` (TrainConfig or dict) is
+    profiled at init; Fig. 1, the init study and the calibration notebook use it."""
+    c = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(dict(cfg))
+    c.validate()
+    data, model, _ = build_run(c)
+    return model.eval(), data.x_train[profile_indices(c, data.n_train)]
 
 
 def _downsample_idx(n: int, full: int, every: int) -> List[int]:
@@ -1228,9 +1257,7 @@ def train(cfg: Union[TrainConfig, Dict[str, Any]], hooks: Union[None, TrainHooks
 
 
 def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, started_at):
-    _seed_all(cfg.seed)
-    data = load_task_data(cfg)
-    model, model_config = build_model(cfg, data)
+    data, model, model_config = build_run(cfg)
     model = hk.transform_model(model, cfg).to(device)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
@@ -1252,9 +1279,7 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
     # --- RKSP profile at init, on a batch of training inputs with its own generator
     t0 = time.perf_counter()
     if cfg.profile_at_init:
-        g = torch.Generator().manual_seed(_derive(cfg.seed, 'profile'))
-        pb = min(cfg.profile_batch_size or cfg.batch_size, data.n_train)
-        pidx = torch.randperm(data.n_train, generator=g)[:pb].to(device)
+        pidx = profile_indices(cfg, data.n_train).to(device)
         try:
             record['profile'] = _run_profile(model, x_train[pidx], cfg)
         except Exception as e:  # noqa: BLE001 - the run (and its divergence label) still counts
@@ -1277,7 +1302,7 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
     ctx = StepContext(model, opt, cfg, hk, loss_fn, device, record['extras'])
     hk.on_start(model, opt, cfg, ctx)
 
-    gen = torch.Generator().manual_seed(_derive(cfg.seed, 'batches'))
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 'batches'))
     sampler = _BatchSampler(data.n_train, cfg.batch_size, gen)
     eval_bs = cfg.eval_batch_size or cfg.batch_size
 

@@ -24,7 +24,7 @@ def test_every_recall_config_of_every_profile_builds(profile):
 
 def test_trial_counts_follow_the_plan():
     assert E.method_trials('paper', 'Lion') * 3 == 24 and E.method_trials('paper', 'No control') * 3 == 24
-    assert E.method_trials('small', 'KSS α=0.15') * 3 == 24 and E.method_trials('small', 'Lion') * 3 == 9
+    assert E.method_trials('small', 'KSS α=0.15') * 3 == 24 and E.method_trials('small', 'Lion') * 3 == 6
     assert E.method_trials('small', 'KSS') == E.method_trials('small', 'KSS α=0.15')   # aliases resolve
 
 
@@ -101,13 +101,19 @@ def test_kss_path_plan_trials_and_shared_default_runs():
     for lab, c in labeled:
         by.setdefault(lab['kss_path'], []).append(c)
     assert len(by['No control']) == 24 and len(by[E.DEFAULT_KSS_PATH]) == 24
-    assert all(len(by[n]) == 12 for n in E.KSS_PATHS if n != E.DEFAULT_KSS_PATH)
+    assert set(by) == {'No control', *E.plan('small')['kss_paths']}
+    assert all(len(by[n]) == 12 for n in by if n not in (E.DEFAULT_KSS_PATH, 'No control'))
     h = lambda cs: {TrainConfig.from_dict(copy.deepcopy(c)).hash() for c in cs}   # noqa: E731
     # the default path is the tables' KSS α=0.15 row itself (one cache entry per run)
     assert h(by[E.DEFAULT_KSS_PATH]) == h([c for _, c in E.method_configs('small', ['KSS α=0.15'])])
     assert h(by['No control']) == h([c for _, c in E.method_configs('small', ['No control'])])
     assert len(h(c for _, c in labeled)) == len(labeled)           # every path is its own run
-    kw = by['whitened, bound 1x task grad'][0]['hooks'][0]['kwargs']
+    kw = by['whitened, W differentiated'][0]['hooks'][0]['kwargs']
+    assert kw == {'alpha': 0.15, 'projection': 'whitened', 'detach_whitening': False}
+    every = {lab['kss_path'] for lab, _ in E.kss_path_configs('small', list(E.KSS_PATHS))}
+    assert every == {'No control', *E.KSS_PATHS}                   # every path stays runnable by name
+    kw = [c for lab, c in E.kss_path_configs('small', ['whitened, bound 1x task grad'])
+          if lab['kss_path'] != 'No control'][0]['hooks'][0]['kwargs']
     assert kw == {'alpha': 0.15, 'projection': 'whitened', 'grad_bound': 1.0}
     with pytest.raises(ValueError, match='unknown KSS path'):
         E.kss_path_configs('small', ['zca'])
@@ -136,3 +142,12 @@ def test_kss_path_ablation_smoke(tmp_path, monkeypatch):
     assert (applied <= 1.0 * bound['task_grad_norm'] * (1 + 1e-5)).all()
     assert (ratios.loc[ratios['kss_path'] == paths[0], 'scale'] == 1.0).all()
     assert np.isnan(table.set_index('kss_path').loc['No control', 'ratio_median'])
+
+
+def test_small_plan_has_24_trials_per_norm_and_the_ablation_in_its_run_list():
+    """Issue 14: Table 1's per-norm rates over 24 trials; issue 13: the ablation is prefetched."""
+    from collections import Counter
+    pool = Counter(lab['norm'] for lab, _ in E.unique_runs(E.recall_pool('small')))
+    assert all(pool[n] >= 24 for n in E.NORMS)
+    h = lambda cs: {TrainConfig.from_dict(copy.deepcopy(c)).hash() for _, c in cs}   # noqa: E731
+    assert h(E.kss_path_configs('small')) <= h(E.all_recall_configs('small'))
