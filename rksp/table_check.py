@@ -63,7 +63,9 @@ CLASSES: List[Tuple[str, str]] = [
               r'n_points|n_methods|d|d_model|lr|lrs|alpha|x|layers|band|well_posed|kss|label|models)$'),
     ('exact', r'^(norm|norm_key|norm_name|method|predictor|features|timing|variant|test|model|key|'
               r'weights|weights_kind|text|group|size|architecture|table|row|quantity|metric|task|'
-              r'mechanism_paper)$'),
+              r'mechanism_paper|kss_path|overrides)$'),
+    # the KSS gradient-path ablation: applications stop when a run diverges; ratios come from trained runs
+    ('outcome', r'^(n_applications|ratio_\w+|share_\w+)$'),
     ('outcome', r'^(acc\w*|auroc|lo|hi|p|value|\w*_ci_lo\w*|\w*_ci_hi\w*|fisher_p\w*|ece|mce|model_pct|'
                 r'coef_\w+|r|spearman_\w+|cochran_armitage_\w+|m_near_unit_end\w*|rho_end|'
                 r'delta_m_near_unit|increase\w*|max_lr\w*|ppl_mean|ppl_sd|best_lr_in_band|step)$'),
