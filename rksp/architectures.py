@@ -212,20 +212,6 @@ def appendix_configs(table: str, sizes: dict, common: dict, seeds, *, lm_task: d
     return out
 
 
-def mean_ci(values, alpha: float = 0.05) -> tuple[float, float, float]:
-    """(mean, lo, hi): the mean over runs with its Student-t (1 - alpha) CI; NaN CI when n < 2."""
-    from scipy import stats as _st
-    v = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return (np.nan, np.nan, np.nan)
-    m = float(v.mean())
-    if v.size < 2:
-        return (m, np.nan, np.nan)
-    half = float(_st.t.ppf(1 - alpha / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
-    return (m, m - half, m + half)
-
-
 def relative_excess_ci(a, b, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float, float]:
     """(mean(a) / mean(b) - 1, lo, hi) with a percentile bootstrap CI (a and b resampled
     independently, ``seed`` fixed so the CI is deterministic); NaN CI when either has < 2 runs."""
@@ -338,17 +324,17 @@ def architecture_claims(rows11: pd.DataFrame, rows_app: pd.DataFrame | None = No
 
     ``rows11``: the Table 11 sweep rows (:func:`architecture_configs` runs); ``rows_app``: the
     :func:`appendix_configs` runs of Tables 16-18 (``table`` / ``row`` labels), or None. Metric CIs
-    are Student-t CIs over runs (:func:`mean_ci`), so one run per row gives no CI and the claim comes
+    are Student-t CIs over runs (:func:`rksp.stats.mean_ci`), so one run per row gives no CI and the claim comes
     out inconclusive; interval claims also need ``min_n`` runs per side.
     """
     from .claims import Claim
-    from .stats import rate_difference
+    from .stats import mean_ci, rate_difference
     ok = rows11[rows11["status"] == "ok"].copy() if "status" in rows11 else rows11.copy()
     ok["architecture"] = [arch_label(r) for r in ok.to_dict("records")]
     claims = []
 
     def stats_of(metric):
-        return {k: mean_ci(v) for k, v in _values(ok, "architecture", metric).items()}
+        return {k: mean_ci(v)[:3] for k, v in _values(ok, "architecture", metric).items()}
 
     def n_of(name):
         return int((ok["architecture"] == name).sum())

@@ -31,7 +31,7 @@ import pandas as pd
 from . import defaults
 from . import paper as P
 from .results_io import PROFILES, results_dir, write_table
-from .stabilizers import TABLES, apply_method, canonical_method
+from .stabilizers import REFERENCE, TABLES, apply_method, canonical_method
 from .stability import trial_seeds
 from .stats import fisher_exact, wilson
 from .train import TrainConfig
@@ -40,7 +40,6 @@ NORMS = ('pre_ln', 'post_ln', 'rmsnorm', 'deepnorm', 'subln', 'none')
 NORM_NAMES = {'pre_ln': 'Pre-LN', 'post_ln': 'Post-LN', 'rmsnorm': 'RMSNorm', 'deepnorm': 'DeepNorm',
               'subln': 'SubLN', 'none': 'No-Norm'}
 MAIN_METHODS = ('No control', 'Grad clip 1.0', 'KSS α=0.15')   # the rows of the headline claims
-REFERENCE = 'No control'
 
 KSS_PATH_METHOD = 'KSS α=0.15'
 DEFAULT_KSS_PATH = 'pod (default)'

@@ -26,11 +26,10 @@ from scipy import stats as _sps
 
 from . import paper as P
 from .claims import Claim, flip_note
-from .stabilizers import KSS_ALPHA_SWEEP, TABLES
+from .stabilizers import KSS_ALPHA_SWEEP, REFERENCE, TABLES
 from .stats import fisher_exact, pearson, rate_difference, wilson
 
 NAN = float('nan')
-REFERENCE = 'No control'
 LABEL_COLS = {'task': 'diverged', 'total': 'diverged_total_grad'}
 STEP_COLS = {'task': 'div_step', 'total': 'div_step_total_grad'}
 LABEL_NAMES = {'task': 'task-gradient label (harness default)', 'total': 'total-gradient label'}

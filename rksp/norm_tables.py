@@ -27,6 +27,7 @@ from scipy import stats as _sps
 from . import defaults
 from . import paper as P
 from .experiments import NORM_NAMES, NORMS, data_used as _data_used
+from .stats import mean_ci  # noqa: F401 (NT.mean_ci in notebook 01)
 from .stats import (auroc_ci, auroc_diff_ci, cv_logistic, divergence_rate_table, ece, fisher_exact,
                     predictor_table, rate_difference, wilson)
 
@@ -80,20 +81,6 @@ def init_rows(pool: pd.DataFrame) -> pd.DataFrame:
     depend on the LR, so runs that differ only in LR share it."""
     keys = [k for k in ('norm', 'seed', 'd_model', 'n_layer', 'n_head', 'init', 'init_std') if k in pool]
     return pool.drop_duplicates(keys, keep='first').reset_index(drop=True)
-
-
-def mean_ci(x: Any, alpha: float = 0.05) -> Tuple[float, float, float, int]:
-    """(mean, lo, hi, n): t-interval of the mean over the finite values; (mean, NaN, NaN, n) for
-    n < 2; a zero spread gives the degenerate interval [mean, mean]."""
-    v = _num(pd.Series(np.asarray(x, dtype=float).ravel())).dropna().to_numpy()
-    n = int(v.size)
-    if n == 0:
-        return NAN, NAN, NAN, 0
-    m = float(v.mean())
-    if n < 2:
-        return m, NAN, NAN, n
-    half = float(_sps.t.ppf(1 - alpha / 2, n - 1)) * float(v.std(ddof=1)) / math.sqrt(n)
-    return m, m - half, m + half, n
 
 
 def mean_diff(a: Any, b: Any, alpha: float = 0.05) -> Dict[str, Any]:

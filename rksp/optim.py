@@ -105,7 +105,7 @@ from .train import (ConfigError, TrainConfig, TrainHooks, _resolve_optimizer, re
                     register_optimizer)
 
 __all__ = [
-    'make_lion', 'make_lamb', 'SAMHooks', 'MuPHooks', 'method_overrides', 'METHODS', 'SAM_RHOS',
+    'make_lion', 'make_lamb', 'SAMHooks', 'MuPHooks', 'method_overrides', 'OPTIMIZER_ROWS', 'SAM_RHOS',
     'LION_BETAS', 'LAMB_WARMUP_FRACTION', 'LAMB_WARMUP_STEPS', 'MUP_BASE_WIDTH', 'MUP_HIGHER_LR_MULT',
     'MUP_OPTIMIZERS', 'mup_hidden_matrices',
 ]
@@ -340,7 +340,7 @@ class MuPHooks(TrainHooks):
 
 # ----------------------------------------------------------------------------- named methods
 
-METHODS = ('adamw', 'lion', 'lamb', 'lamb_warmup', 'sam_0.05', 'sam_0.10', 'mup', 'mup_higher_lr')
+OPTIMIZER_ROWS = ('adamw', 'lion', 'lamb', 'lamb_warmup', 'sam_0.05', 'sam_0.10', 'mup', 'mup_higher_lr')
 
 
 def method_overrides(name: str, *, steps: Optional[int] = None) -> Dict[str, Any]:
@@ -365,7 +365,7 @@ def method_overrides(name: str, *, steps: Optional[int] = None) -> Dict[str, Any
                                                                  'lr_mult': MUP_HIGHER_LR_MULT}}]},
     }
     if name not in table:
-        raise ConfigError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method {name!r}; known: {', '.join(OPTIMIZER_ROWS)}")
     return copy.deepcopy(table[name])
 
 

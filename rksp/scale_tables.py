@@ -37,8 +37,8 @@ from .stability import divergence_table, lr_increase, pick_max_stable_lr, trial_
 from .stats import fisher_exact, rate_difference, wilson
 
 KSS_ROW = 'KSS α=0.15'            # the METHODS row the 'KSS' label trains
-METHODS = ('Baseline', 'KSS')     # the row labels of Tables 7-9
-REFERENCE = 'Baseline'
+SCALE_ROWS = ('Baseline', 'KSS')  # the row labels of Tables 7-9 (not rksp.stabilizers.METHODS)
+SCALE_REFERENCE = 'Baseline'      # their reference row (the recall tables' is stabilizers.REFERENCE)
 BOUND_EXACT, BOUND_LOWER, BOUND_UPPER = '=', '≥ top of grid', '< bottom of grid'
 PAPER_TABLE7_OVERHEAD = P.TABLE7_KSS_OVERHEAD   # (paper) Table 7's KSS overhead column
 
@@ -134,7 +134,7 @@ def lm_configs(profile: str, table: str) -> List[Tuple[Dict[str, Any], Dict[str,
     t = p[table]
     out = []
     for size, mc in t['sizes'].items():
-        for m in METHODS:
+        for m in SCALE_ROWS:
             for lr in t['lrs']:
                 for s in trial_seeds(t['trials']):
                     cfg = {**_LM_COMMON, **p['common'], **t['cfg'], 'task': t['task'],
@@ -149,7 +149,7 @@ def vit_configs(profile: str) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
     p = vit_plan(profile)
     out = []
     for norm in p['norms']:
-        for m in METHODS:
+        for m in SCALE_ROWS:
             for lr in p['lrs']:
                 for s in trial_seeds(p['trials']):
                     cfg = {**_VIT_COMMON, **p['cfg'], 'model_cfg': {**p['model_cfg'], 'norm': norm},
@@ -347,7 +347,7 @@ def table5_claims(t5: pd.DataFrame, paper_range: Tuple[float, float] = (50.0, 15
 
 # ----------------------------------------------------------------------------- Tables 7-9
 
-def paired_difference(rows: pd.DataFrame, value: str, a: str = 'KSS', b: str = REFERENCE,
+def paired_difference(rows: pd.DataFrame, value: str, a: str = 'KSS', b: str = SCALE_REFERENCE,
                       group: str = 'method', pair_on: Sequence[str] = ('lr', 'seed'), n_boot: int = 1000,
                       seed: int = 0, scale: float = 1.0, alpha: float = 0.05) -> Dict[str, Any]:
     """Effect of `a` vs `b` on `value` over the runs that did not diverge (finite value):
@@ -395,7 +395,7 @@ def paired_difference(rows: pd.DataFrame, value: str, a: str = 'KSS', b: str = R
                 pairing=pairing, mean_a=ma, mean_b=mb)
 
 
-def divergence_effect(rows: pd.DataFrame, a: str = 'KSS', b: str = REFERENCE, group: str = 'method') -> Dict[str, Any]:
+def divergence_effect(rows: pd.DataFrame, a: str = 'KSS', b: str = SCALE_REFERENCE, group: str = 'method') -> Dict[str, Any]:
     """KSS vs Baseline divergence: rate difference a - b in percentage points with Newcombe's 95% CI
     and the two-sided Fisher p (`rksp.stats.rate_difference`), plus the counts."""
     ok = _ok(rows)
@@ -406,8 +406,8 @@ def divergence_effect(rows: pd.DataFrame, a: str = 'KSS', b: str = REFERENCE, gr
                 k_a=ka, n_a=len(ga), k_b=kb, n_b=len(gb))
 
 
-def kss_table(rows: pd.DataFrame, by: Sequence[str], methods: Sequence[str] = METHODS,
-              reference: str = REFERENCE) -> pd.DataFrame:
+def kss_table(rows: pd.DataFrame, by: Sequence[str], methods: Sequence[str] = SCALE_ROWS,
+              reference: str = SCALE_REFERENCE) -> pd.DataFrame:
     """`rksp.experiments.method_table` per group of `by` (Baseline vs KSS within each group: n, Div.
     k/n and %, Wilson CI, Fisher p vs Baseline, acc of converged runs, M≈1 at init and after
     training, per-step overhead), plus the group columns, LRs, parameters and PPL of the converged
@@ -484,8 +484,8 @@ def table8(rows: pd.DataFrame, paper: Optional[Dict[Tuple[str, str], Tuple[int, 
     inc = []
     for size, g in mx.groupby('size', sort=False):
         d = {r['method']: r for _, r in g.iterrows()}
-        if REFERENCE in d and 'KSS' in d:
-            b, k = d[REFERENCE], d['KSS']
+        if SCALE_REFERENCE in d and 'KSS' in d:
+            b, k = d[SCALE_REFERENCE], d['KSS']
             ib = increase_bracket(None if np.isnan(b['max_lr']) else b['max_lr'],
                                   None if np.isnan(k['max_lr']) else k['max_lr'], b['grid'], k['grid'])
             inc.append({'size': size, 'max_lr_increase_pct': ib['increase_pct'],
@@ -577,7 +577,7 @@ def lm_claims(rows7: pd.DataFrame, rows8: pd.DataFrame, t8: Optional[pd.DataFram
         for _, r in first.iterrows():
             ours = r['max_lr_increase_pct']
             ci = (r['max_lr_increase_bracket_lo'], r['max_lr_increase_bracket_hi']) if np.isfinite(ours) else None
-            b = t8[(t8['size'] == r['size']) & (t8['method'] == REFERENCE)].iloc[0]
+            b = t8[(t8['size'] == r['size']) & (t8['method'] == SCALE_REFERENCE)].iloc[0]
             k = t8[(t8['size'] == r['size']) & (t8['method'] == 'KSS')].iloc[0]
             note = (f"reading {r['max_lr_increase_reading']}; Baseline {b['max_lr_bound']} {b['max_lr']:g}, "
                     f"KSS {k['max_lr_bound']} {k['max_lr']:g}")

@@ -103,7 +103,7 @@ from .train import (ConfigError, StepOutputs, TrainConfig, TrainHooks, derive_se
 __all__ = [
     'KSSHooks', 'SpectralNormHooks', 'WeightNormHooks', 'GradPenaltyHooks', 'RandomL2Hooks',
     'JacobianPenaltyHooks', 'ActivationVarianceHooks', 'kss_log_summary', 'hutchinson_frobenius_sq',
-    'block_linears', 'METHODS', 'ALIASES', 'TABLES', 'KSS_ALPHA_SWEEP', 'apply_method', 'method_config',
+    'block_linears', 'METHODS', 'REFERENCE', 'ALIASES', 'TABLES', 'KSS_ALPHA_SWEEP', 'apply_method', 'method_config',
     'canonical_method', 'merge_overrides', 'HOOK_NAMES', 'GENERIC_LAMBDA', 'GRAD_PENALTY_LAMBDA',
 ]
 
@@ -652,6 +652,7 @@ class _MethodTable(OrderedDict):
         return [self[k] for k in self.keys()]
 
 
+REFERENCE = 'No control'          # the reference row of every recall method table
 METHODS: 'OrderedDict[str, Dict[str, Any]]' = _MethodTable(_METHOD_SPECS)
 
 # other spellings of the same rows (the paper's tables name them differently)

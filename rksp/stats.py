@@ -41,7 +41,7 @@ from . import defaults
 from .errors import RKSPInputError
 
 __all__ = [
-    "auroc", "auroc_ci", "auroc_diff_ci", "predictor_table", "cv_logistic", "ece", "calibration",
+    "mean_ci", "auroc", "auroc_ci", "auroc_diff_ci", "predictor_table", "cv_logistic", "ece", "calibration",
     "reliability_plot", "fisher_exact", "wilson", "rate_difference", "divergence_rate_table",
     "pearson", "loglinear_fit", "mean_sd",
 ]
@@ -593,3 +593,18 @@ def mean_sd(series: Any, digits: int = 2, ddof: int = 1) -> str:
     if v.size <= ddof:
         return f"{m:.{digits}f} (n={v.size})"
     return f"{m:.{digits}f}±{float(v.std(ddof=ddof)):.{digits}f}"
+
+
+def mean_ci(x, alpha: float = 0.05) -> tuple[float, float, float, int]:
+    """(mean, lo, hi, n): Student-t (1 - alpha) interval of the mean over the finite values;
+    (mean, NaN, NaN, n) for n < 2; a zero spread gives the degenerate interval [mean, mean]."""
+    v = pd.to_numeric(pd.Series(np.asarray(x, dtype=object).ravel()), errors='coerce').to_numpy(float)
+    v = v[np.isfinite(v)]
+    n = int(v.size)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    m = float(v.mean())
+    if n < 2:
+        return m, math.nan, math.nan, n
+    half = float(_sps.t.ppf(1 - alpha / 2, n - 1)) * float(v.std(ddof=1)) / math.sqrt(n)
+    return m, m - half, m + half, n

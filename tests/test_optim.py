@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rksp.models.gpt import GPT, GPTConfig
-from rksp.optim import (LAMB_WARMUP_STEPS, LION_BETAS, METHODS, MUP_BASE_WIDTH, MUP_HIGHER_LR_MULT, MuPHooks,
+from rksp.optim import (LAMB_WARMUP_STEPS, LION_BETAS, OPTIMIZER_ROWS, MUP_BASE_WIDTH, MUP_HIGHER_LR_MULT, MuPHooks,
                         SAMHooks, make_lamb, make_lion, method_overrides, mup_hidden_matrices)
 from rksp.train import ConfigError, FunctionHooks, TrainConfig, TrainHooks, _param_groups, train
 
@@ -350,7 +350,7 @@ def test_mup_rejects_non_adam_optimizers_and_double_application():
 
 # ----------------------------------------------------------------------------- named methods
 
-@pytest.mark.parametrize('name', METHODS)
+@pytest.mark.parametrize('name', OPTIMIZER_ROWS)
 def test_every_named_method_builds_a_config_and_trains_3_steps(name):
     ov = method_overrides(name)
     cfg = TrainConfig(**tiny(steps=3, lr=3e-3, model_cfg={'d_model': 64}, **ov))

@@ -189,7 +189,7 @@ def test_plans_build_valid_configs(profile):
         assert labeled
         for lab, cfg in labeled:
             TrainConfig.from_dict(copy.deepcopy(cfg))
-            assert lab['method'] in S.METHODS
+            assert lab['method'] in S.SCALE_ROWS
             assert bool(cfg.get('hooks')) == (lab['method'] == 'KSS')
     t8 = S.lm_configs(profile, 'table8')
     assert {c['task'] for _, c in t8} == {'wikitext103'} and {c['model_cfg']['norm'] for _, c in t8} == {'pre_ln'}
