@@ -12,9 +12,9 @@ and `method_overrides(name)` gives the TrainConfig overrides of each named row
 'mup_higher_lr'); its 'hooks' list is fresh, so a caller can append e.g. a KSS
 hook entry to it (KSS + SAM, μP + KSS, LAMB + KSS).
 
-Importing this module registers the four names in `rksp.train.OPTIMIZERS` /
-`rksp.train.HOOKS`; `rksp.train` also lists them as lazy 'rksp.optim:...'
-targets, so a config naming them works without importing this module first.
+Each of the four names is registered where it is defined (`@register_optimizer`,
+`@register_hooks`); `rksp.train` imports this module on the first lookup of a name it does not
+know yet (`rksp.train.PLUGIN_MODULES`), so a config naming them works without importing it first.
 
 Implementations and why
 -----------------------
@@ -101,7 +101,7 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.nn as nn
 
-from .train import (ConfigError, TrainConfig, TrainHooks, _resolve_optimizer, register_hooks,
+from .train import (ConfigError, TrainConfig, TrainHooks, resolve_optimizer, register_hooks,
                     register_optimizer)
 
 __all__ = [
@@ -144,6 +144,7 @@ def _construct(cls, params, kwargs: Dict[str, Any]):
                           f"(check optimizer_kwargs): {e}") from e
 
 
+@register_optimizer('lion')
 def make_lion(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     """`timm.optim.Lion` with lr, betas, weight_decay from `cfg`; `cfg.optimizer_kwargs` override.
     Note: cfg.betas is used as given; Lion's own default is LION_BETAS (method_overrides sets it)."""
@@ -152,6 +153,7 @@ def make_lion(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     return _construct(_timm_optim('Lion'), params, kw)
 
 
+@register_optimizer('lamb')
 def make_lamb(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     """`timm.optim.Lamb` with lr, betas, eps, weight_decay from `cfg`, no built-in clipping
     (max_grad_norm=None), L2 decay inside the step, trust ratio on every >=2-D group
@@ -182,6 +184,7 @@ def _check_positive(name: str, v, allow_zero: bool = False) -> float:
     return float(v)
 
 
+@register_hooks('sam')
 class SAMHooks(TrainHooks):
     """Sharpness-Aware Minimization (Foret et al. 2021) as the harness's `train_step`.
 
@@ -248,6 +251,7 @@ def mup_hidden_matrices(model: nn.Module) -> List[nn.Parameter]:
     return out
 
 
+@register_hooks('mup')
 class MuPHooks(TrainHooks):
     """μP width transfer for the project's GPT (module docstring: exactly what it does).
 
@@ -320,7 +324,7 @@ class MuPHooks(TrainHooks):
             if rest:
                 groups.append({**g, 'params': rest, 'lr': lr * k, 'weight_decay': wd})
         self._made_optimizer = True
-        return _resolve_optimizer(cfg.optimizer)(groups, cfg)
+        return resolve_optimizer(cfg.optimizer)(groups, cfg)
 
     def on_start(self, model, optimizer, cfg, ctx):
         if not self._made_optimizer:
@@ -369,24 +373,3 @@ def method_overrides(name: str, *, steps: Optional[int] = None) -> Dict[str, Any
     return copy.deepcopy(table[name])
 
 
-# ----------------------------------------------------------------------------- registration
-
-# the lazy targets rksp.train lists for these names; an entry already holding its target is kept
-LAZY_TARGETS = {
-    ('optimizer', 'lion'): 'rksp.optim:make_lion',
-    ('optimizer', 'lamb'): 'rksp.optim:make_lamb',
-    ('hooks', 'sam'): 'rksp.optim:SAMHooks',
-    ('hooks', 'mup'): 'rksp.optim:MuPHooks',
-}
-
-
-def _register() -> None:
-    from . import train as _train
-    for (kind, name), target in LAZY_TARGETS.items():
-        registry, register = ((_train.OPTIMIZERS, register_optimizer) if kind == 'optimizer'
-                              else (_train.HOOKS, register_hooks))
-        if registry.get(name) != target:
-            register(name, globals()[target.split(':', 1)[1]])
-
-
-_register()

@@ -104,7 +104,7 @@ __all__ = [
     'KSSHooks', 'SpectralNormHooks', 'WeightNormHooks', 'GradPenaltyHooks', 'RandomL2Hooks',
     'JacobianPenaltyHooks', 'ActivationVarianceHooks', 'kss_log_summary', 'hutchinson_frobenius_sq',
     'block_linears', 'METHODS', 'REFERENCE', 'ALIASES', 'TABLES', 'KSS_ALPHA_SWEEP', 'apply_method', 'method_config',
-    'canonical_method', 'merge_overrides', 'HOOK_NAMES', 'GENERIC_LAMBDA', 'GRAD_PENALTY_LAMBDA',
+    'canonical_method', 'merge_overrides', 'GENERIC_LAMBDA', 'GRAD_PENALTY_LAMBDA',
 ]
 
 # --- defaults of the baselines (ours unless marked) ---------------------------------------
@@ -204,6 +204,7 @@ def kss_log_summary(log: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     }
 
 
+@register_hooks('kss')
 class KSSHooks(TrainHooks):
     """KSS (paper Def. 2) through the harness; see the module docstring."""
 
@@ -263,6 +264,7 @@ class KSSHooks(TrainHooks):
 
 # ----------------------------------------------------------------------------- parametrizations
 
+@register_hooks('spectral_norm')
 class SpectralNormHooks(TrainHooks):
     """Spectral normalization of every Linear in the residual blocks (module docstring)."""
 
@@ -294,6 +296,7 @@ class SpectralNormHooks(TrainHooks):
         record['extras']['spectral_norm'] = {'layers': self.layers, 'sigma_max_end': sig}
 
 
+@register_hooks('weight_norm')
 class WeightNormHooks(TrainHooks):
     """Weight normalization of every Linear in the residual blocks (module docstring)."""
 
@@ -423,6 +426,7 @@ class _Scheduled(TrainHooks):
         }
 
 
+@register_hooks('grad_penalty')
 class GradPenaltyHooks(_Scheduled):
     """lam * mean_b ||d loss_b / d h_0^(b)||^2 by double backprop (module docstring)."""
 
@@ -441,6 +445,7 @@ class GradPenaltyHooks(_Scheduled):
         return g.float().pow(2).sum() * h0.shape[0]
 
 
+@register_hooks('random_l2')
 class RandomL2Hooks(_Scheduled):
     """lam * mean over a random half of h_1..h_L of mean(h ** 2) (module docstring)."""
 
@@ -473,6 +478,7 @@ def hutchinson_frobenius_sq(out: torch.Tensor, inp: torch.Tensor, n_probes: int 
     return total / n_probes
 
 
+@register_hooks('jacobian_penalty')
 class JacobianPenaltyHooks(_Scheduled):
     """lam * mean over a random half of the transitions of ||dh_{l+1}/dh_l||_F^2 / (n_tokens d),
     Hutchinson-estimated (module docstring)."""
@@ -506,6 +512,7 @@ class JacobianPenaltyHooks(_Scheduled):
         record['extras'][self.name]['n_probes'] = self.n_probes
 
 
+@register_hooks('activation_variance')
 class ActivationVarianceHooks(_Scheduled):
     """lam * mean over a random half of h_1..h_L of (log v_l - log v_0)^2 (module docstring)."""
 
@@ -528,21 +535,6 @@ class ActivationVarianceHooks(_Scheduled):
         log_v0 = torch.log(self.layer_variance(hs[0].detach()) + self.EPS)
         return torch.stack([(torch.log(self.layer_variance(hs[i]) + self.EPS) - log_v0).square()
                             for i in layers]).mean()
-
-
-# ----------------------------------------------------------------------------- registry
-
-HOOK_NAMES = {
-    'kss': KSSHooks,
-    'spectral_norm': SpectralNormHooks,
-    'weight_norm': WeightNormHooks,
-    'grad_penalty': GradPenaltyHooks,
-    'random_l2': RandomL2Hooks,
-    'jacobian_penalty': JacobianPenaltyHooks,
-    'activation_variance': ActivationVarianceHooks,
-}
-for _name, _cls in HOOK_NAMES.items():
-    register_hooks(_name, _cls)
 
 
 # ----------------------------------------------------------------------------- method table

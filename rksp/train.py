@@ -93,7 +93,8 @@ change the run without copying the loop:
                                                divergence step); info has step, lr, loss, grad_norm
   on_end(record, model)                        add fields to record['extras']
 Config-level hooks (`TrainConfig.hooks`, serializable, part of the hash) are
-names from `HOOKS` or 'package.module:factory' strings, or {'target': ..., 'kwargs': {...}}.
+names registered in `HOOKS` (`@register_hooks(name)`; the package's own register on first lookup,
+see `PLUGIN_MODULES`) or 'package.module:factory' strings, or {'target': ..., 'kwargs': {...}}.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ __all__ = [
     'TrainConfig', 'ConfigError', 'TrainHooks', 'FunctionHooks', 'HookList', 'StepContext',
     'StepOutputs', 'train', 'evaluate', 'gradient_baselines', 'loss_spike_count',
     'divergence_check', 'lr_factor', 'capture_residuals', 'find_blocks', 'register_optimizer',
-    'register_hooks', 'OPTIMIZERS', 'HOOKS', 'TASKS', 'MODELS', 'SCHEDULES', 'VOLATILE_FIELDS',
+    'register_hooks', 'resolve_optimizer', 'OPTIMIZERS', 'HOOKS', 'PLUGIN_MODULES', 'TASKS', 'MODELS', 'SCHEDULES', 'VOLATILE_FIELDS',
     'comparable', 'config_hash', 'to_jsonable', 'GRAD_BASELINE_STEP', 'SPIKE_HORIZON',
 ]
 
@@ -179,28 +180,29 @@ def _make_sgd(params, cfg: 'TrainConfig') -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kw)
 
 
-# name -> factory(param_groups, cfg) -> Optimizer, or a lazy 'package.module:factory' string.
-# Later features add entries with `register_optimizer` or a lazy string here ('lion', 'lamb', ...).
-OPTIMIZERS: Dict[str, Union[OptimizerFactory, str]] = {
+# name -> factory(param_groups, cfg) -> Optimizer. The built-in three are here; every other named
+# optimizer or hook registers itself where it is defined (`@register_optimizer('lion')`,
+# `@register_hooks('kss')`) in one of PLUGIN_MODULES, which a lookup of a name not yet registered
+# imports once (so a sweep worker resolves 'kss' without importing rksp.stabilizers first).
+OPTIMIZERS: Dict[str, OptimizerFactory] = {
     'adamw': _make_adamw,
     'adam': _make_adam,
     'sgd': _make_sgd,
-    'lion': 'rksp.optim:make_lion',
-    'lamb': 'rksp.optim:make_lamb',
 }
 
-# name -> factory(**kwargs) -> TrainHooks, or a lazy 'package.module:factory' string
-HOOKS: Dict[str, Union[Callable[..., Any], str]] = {
-    'sam': 'rksp.optim:SAMHooks',
-    'mup': 'rksp.optim:MuPHooks',
-    'kss': 'rksp.stabilizers:KSSHooks',
-    'spectral_norm': 'rksp.stabilizers:SpectralNormHooks',
-    'weight_norm': 'rksp.stabilizers:WeightNormHooks',
-    'grad_penalty': 'rksp.stabilizers:GradPenaltyHooks',
-    'random_l2': 'rksp.stabilizers:RandomL2Hooks',
-    'jacobian_penalty': 'rksp.stabilizers:JacobianPenaltyHooks',
-    'activation_variance': 'rksp.stabilizers:ActivationVarianceHooks',
-}
+# name -> factory(**kwargs) -> TrainHooks
+HOOKS: Dict[str, Callable[..., Any]] = {}
+
+PLUGIN_MODULES = ('rksp.stabilizers', 'rksp.optim')
+
+
+def _lookup(registry: Dict[str, Any], name: str) -> Any:
+    """registry[name], importing PLUGIN_MODULES once if the name is not registered yet; a
+    'package.module:factory' string is returned as is; None if unknown."""
+    if name not in registry and ':' not in name:
+        for mod in PLUGIN_MODULES:
+            importlib.import_module(mod)
+    return registry.get(name, name if ':' in name else None)
 
 
 def register_optimizer(name: str, factory: Optional[Union[OptimizerFactory, str]] = None):
@@ -231,8 +233,9 @@ def _import_target(target: str) -> Any:
     return obj
 
 
-def _resolve_optimizer(name: str) -> OptimizerFactory:
-    f = OPTIMIZERS.get(name, name if ':' in name else None)
+def resolve_optimizer(name: str) -> OptimizerFactory:
+    """The optimizer factory registered under `name` (or a 'package.module:factory' string)."""
+    f = _lookup(OPTIMIZERS, name)
     if f is None:
         raise ConfigError(f"unknown optimizer {name!r}; registered: {', '.join(sorted(OPTIMIZERS))}"
                           " (or give 'package.module:factory')")
@@ -255,7 +258,7 @@ def _hook_spec(spec) -> Tuple[str, dict]:
 
 
 def _resolve_hook_factory(target: str):
-    f = HOOKS.get(target, target if ':' in target else None)
+    f = _lookup(HOOKS, target)
     if f is None:
         raise ValueError(f"unknown hook {target!r}; registered: {', '.join(sorted(HOOKS)) or '(none)'}"
                          " (or give 'package.module:factory')")
@@ -474,11 +477,11 @@ def _validate(c: TrainConfig) -> List[str]:
         errs.append(f"grad_clip must be None or > 0, got {c.grad_clip!r}")
     if c.schedule not in SCHEDULES:
         errs.append(f"unknown schedule {c.schedule!r} (valid: {', '.join(SCHEDULES)})")
-    if not isinstance(c.optimizer, str) or (c.optimizer not in OPTIMIZERS and ':' not in c.optimizer):
+    if not isinstance(c.optimizer, str) or _lookup(OPTIMIZERS, c.optimizer) is None:
         errs.append(f"unknown optimizer {c.optimizer!r} (registered: {', '.join(sorted(OPTIMIZERS))})")
     elif ':' in c.optimizer and c.optimizer not in OPTIMIZERS:
         try:
-            _resolve_optimizer(c.optimizer)
+            resolve_optimizer(c.optimizer)
         except Exception as e:  # noqa: BLE001
             errs.append(f"optimizer {c.optimizer!r} cannot be imported: {e}")
     if c.div_grad not in DIV_GRAD_CHOICES:
@@ -1292,7 +1295,7 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
     groups = _param_groups(model, cfg.weight_decay)
     opt = hk.make_optimizer(groups, cfg, model)
     if opt is None:
-        opt = _resolve_optimizer(cfg.optimizer)(groups, cfg)
+        opt = resolve_optimizer(cfg.optimizer)(groups, cfg)
     for gr in opt.param_groups:
         gr.setdefault('initial_lr', gr['lr'])
     init_lrs = [gr['initial_lr'] for gr in opt.param_groups]

@@ -381,12 +381,21 @@ def test_method_overrides_details():
         method_overrides('lamb_warmup', steps=0)
 
 
-def test_train_registries_list_the_lazy_targets():
-    """rksp.train names 'lion', 'lamb', 'sam', 'mup' as lazy 'rksp.optim:...' targets, so a fresh
-    process (a sweep worker) resolves them without `import rksp.optim`."""
-    import rksp.optim as O
-    import rksp.train as T
-    for (kind, name), target in O.LAZY_TARGETS.items():
-        registry = T.OPTIMIZERS if kind == 'optimizer' else T.HOOKS
-        assert registry.get(name) == target, f"rksp/train.py should list {name!r}: {target!r}"
-        assert T._import_target(target) is getattr(O, target.split(':')[1])
+def test_a_fresh_process_resolves_every_plugin_name_without_importing_its_module():
+    """'lion', 'lamb', 'sam', 'mup' and the stabilizers register where they are defined; rksp.train
+    imports PLUGIN_MODULES on the first unknown name, so a sweep worker needs no import."""
+    import subprocess
+    import sys
+    code = ("import sys, rksp.train as T\n"
+            "assert 'rksp.optim' not in sys.modules and 'rksp.stabilizers' not in sys.modules\n"
+            "import rksp.optim as O, rksp.stabilizers as S\n"
+            "assert T.resolve_optimizer('lion') is O.make_lion and T.resolve_optimizer('lamb') is O.make_lamb\n"
+            "assert T._resolve_hook_factory('sam') is O.SAMHooks and T._resolve_hook_factory('mup') is O.MuPHooks\n"
+            "assert T._resolve_hook_factory('kss') is S.KSSHooks\n")
+    fresh = ("import sys, rksp.train as T\n"
+             "f = T.resolve_optimizer('lion')\n"
+             "assert 'rksp.optim' in sys.modules and f.__name__ == 'make_lion'\n"
+             "assert T._resolve_hook_factory('kss').__name__ == 'KSSHooks'\n")
+    for c in (fresh, code.replace("assert 'rksp.optim' not in sys.modules and 'rksp.stabilizers' not in sys.modules\n", "")):
+        r = subprocess.run([sys.executable, '-c', c], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
