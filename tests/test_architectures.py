@@ -448,12 +448,14 @@ def test_appendix_configs_reuse_table11_hashes_and_build():
 
 
 def test_mean_ci_and_relative_excess():
-    from rksp.architectures import mean_ci, relative_excess_ci
-    m, lo, hi = mean_ci([1.0, 2.0, 3.0])
-    assert m == 2.0 and lo == pytest.approx(2.0 - 4.302653 / math.sqrt(3)) and hi == pytest.approx(2.0 + 4.302653 / math.sqrt(3))
+    from rksp.architectures import relative_excess_ci
+    from rksp.stats import mean_ci
+    m, lo, hi, n = mean_ci([1.0, 2.0, 3.0])
+    assert n == 3 and m == 2.0 and lo == pytest.approx(2.0 - 4.302653 / math.sqrt(3)) and hi == pytest.approx(2.0 + 4.302653 / math.sqrt(3))
     m1 = mean_ci([0.5, float("nan")])
-    assert m1[0] == 0.5 and math.isnan(m1[1]) and math.isnan(m1[2])
-    assert all(math.isnan(v) for v in mean_ci([]))
+    assert m1[0] == 0.5 and math.isnan(m1[1]) and math.isnan(m1[2]) and m1[3] == 1
+    assert all(math.isnan(v) for v in mean_ci([])[:3]) and mean_ci([])[3] == 0
+    assert mean_ci([1.0, float("inf"), 3.0])[3] == 2          # only finite values count
     est, lo, hi = relative_excess_ci([1.2, 1.2, 1.2], [1.0, 1.0, 1.0])
     assert est == pytest.approx(0.2) and lo == pytest.approx(0.2) and hi == pytest.approx(0.2)
     a, b = [1.1, 1.3, 1.2, 1.25], [1.0, 0.95, 1.05, 1.0]
