@@ -35,9 +35,11 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from .stats import rate_difference
+
 __all__ = ["VERDICTS", "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "Verdict", "Claim",
            "verdict_interval", "verdict_direction", "verdict_better_than", "claims_table", "to_markdown",
-           "verdict_counts", "flips_to_change", "flip_note", "annotate_flip_fragility"]
+           "verdict_counts", "flips_to_change", "flip_note", "counts_direction_claim", "annotate_flip_fragility"]
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
@@ -355,6 +357,23 @@ def flip_note(verdict_of, ka: int, na: int, kb: int, nb: int, rate: float | None
             f"kernel set flips up to {rate:.0%} of labels (docs/kernel-sets.md), i.e. {budget} here")
 
 
+def counts_direction_claim(id: str, description: str, paper_value: Any, ka: int, na: int, kb: int, nb: int,
+                           expected_sign: int = -1, notes: str = '') -> Claim:
+    """:meth:`Claim.direction` on the divergence rate of group a minus group b (pp) with Newcombe's
+    CI and the Fisher p, from the counts; notes the counts and, when as many label flips as another
+    CPU kernel set causes could change the verdict, says so (:func:`rksp.claims.flip_note`)."""
+    def judged(a: int, n_a: int, b: int, n_b: int) -> Claim:
+        if not (n_a and n_b):
+            return Claim.direction(id, description, paper_value, math.nan, None, notes='a group has no finished run',
+                                   expected_sign=expected_sign, p=math.nan)
+        r = rate_difference(a, n_a, b, n_b)
+        return Claim.direction(id, description, paper_value, 100 * r['delta'], (100 * r['lo'], 100 * r['hi']),
+                               expected_sign=expected_sign, p=r['p'])
+    c = judged(ka, na, kb, nb)
+    c.notes = '; '.join(n for n in (c.notes, notes, flip_note(lambda *k: judged(*k).verdict, ka, na, kb, nb)) if n)
+    return c
+
+
 _COUNT = re.compile(r"(\d+)\s*/\s*(\d+)")
 
 
@@ -364,7 +383,6 @@ def annotate_flip_fragility(claims: pd.DataFrame, rate: float | None = None) -> 
     rule on the rate difference (pp) whose notes begin with the two counts ``k/n``; the counts are
     taken as parsed only when they reproduce the claim's own number and verdict, else the row is
     left alone."""
-    from .method_tables import counts_direction_claim
     out = claims.copy()
     for i, row in out.iterrows():
         notes, rule = str(row.get("notes", "") or ""), str(row.get("rule", "") or "")

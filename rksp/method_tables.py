@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats as _sps
 
 from . import paper as P
-from .claims import Claim, flip_note
+from .claims import Claim, counts_direction_claim, flip_note  # noqa: F401 (MT.counts_direction_claim)
 from .stabilizers import KSS_ALPHA_SWEEP, REFERENCE, TABLES
 from .stats import fisher_exact, pearson, rate_difference, wilson
 
@@ -144,23 +144,6 @@ def paper_relative_reduction(method: str, reference: str = REFERENCE) -> float:
 def _paper_div(m: str, paper_rows: Optional[Mapping[str, Mapping[str, Any]]] = None) -> float:
     rows = P.METHOD_ROWS if paper_rows is None else paper_rows
     return float(rows.get(m, {}).get('div_pct', NAN))
-
-
-def counts_direction_claim(id: str, description: str, paper_value: Any, ka: int, na: int, kb: int, nb: int,
-                           expected_sign: int = -1, notes: str = '') -> Claim:
-    """:meth:`Claim.direction` on the divergence rate of group a minus group b (pp) with Newcombe's
-    CI and the Fisher p, from the counts; notes the counts and, when as many label flips as another
-    CPU kernel set causes could change the verdict, says so (:func:`rksp.claims.flip_note`)."""
-    def judged(a: int, n_a: int, b: int, n_b: int) -> Claim:
-        if not (n_a and n_b):
-            return Claim.direction(id, description, paper_value, NAN, None, notes='a group has no finished run',
-                                   expected_sign=expected_sign, p=NAN)
-        r = rate_difference(a, n_a, b, n_b)
-        return Claim.direction(id, description, paper_value, 100 * r['delta'], (100 * r['lo'], 100 * r['hi']),
-                               expected_sign=expected_sign, p=r['p'])
-    c = judged(ka, na, kb, nb)
-    c.notes = _join(c.notes, notes, flip_note(lambda *k: judged(*k).verdict, ka, na, kb, nb))
-    return c
 
 
 def rate_difference_claim(id: str, description: str, rows: pd.DataFrame, a: str, b: str, label: str = 'task',

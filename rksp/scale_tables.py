@@ -540,7 +540,7 @@ def _paper_div_delta(pairs: Iterable[Tuple[int, int]], n: int = 24) -> float:
 def div_claim(id: str, description: str, rows: pd.DataFrame, paper_value: Any, notes: str = '') -> Claim:
     """Direction claim: KSS lowers the divergence rate (delta KSS - Baseline in pp < 0), Newcombe CI
     and Fisher p; inconclusive when neither side diverged (delta 0) or not significant."""
-    from .method_tables import counts_direction_claim
+    from .claims import counts_direction_claim
     e = divergence_effect(rows)
     n = f"KSS {e['k_a']}/{e['n_a']}, Baseline {e['k_b']}/{e['n_b']}, Fisher p {e['p']:.3g}"
     return counts_direction_claim(id, description, paper_value, e['k_a'], e['n_a'], e['k_b'], e['n_b'],

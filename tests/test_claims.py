@@ -185,7 +185,7 @@ def test_end_to_end_with_stats():
 
 def test_flips_to_change_finds_the_fewest_flips_and_flip_note_uses_the_measured_rate():
     from rksp.claims import flip_note, flips_to_change
-    from rksp.method_tables import counts_direction_claim
+    from rksp.claims import counts_direction_claim
 
     def verdict(a, na, b, nb):
         return counts_direction_claim('x', 'x', -50.0, a, na, b, nb).verdict
@@ -203,7 +203,7 @@ def test_flips_to_change_finds_the_fewest_flips_and_flip_note_uses_the_measured_
 
 
 def test_count_claims_carry_the_flip_note():
-    from rksp.method_tables import counts_direction_claim
+    from rksp.claims import counts_direction_claim
     c = counts_direction_claim('x', 'x', -50.0, 2, 24, 8, 24, notes='counts')
     assert c.notes.startswith('counts') and 'fragile' in c.notes
 
@@ -211,7 +211,7 @@ def test_count_claims_carry_the_flip_note():
 def test_annotate_flip_fragility_parses_counts_only_when_they_reproduce_the_claim():
     import pandas as pd
     from rksp.claims import annotate_flip_fragility
-    from rksp.method_tables import counts_direction_claim
+    from rksp.claims import counts_direction_claim
     c = counts_direction_claim('a', 'a', -50.0, 8, 24, 2, 24)          # borderline: 8/24 vs 2/24
     row = dict(source='s', id='a', claim='a', paper=-50.0, ours=c.ours, ci='', verdict=c.verdict, rule=c.rule,
                notes='KSS: 8/24, No control: 2/24 (task)')
