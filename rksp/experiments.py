@@ -414,10 +414,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with pd.option_context('display.width', 200, 'display.max_columns', None):
             print(table.to_string(index=False))
         return 0
-    df = run_labeled(all_recall_configs(a.profile), a.profile, executor=a.executor,
-                     dask_address=a.dask_address, progress=True)
-    print(f"{df['hash'].nunique()} runs in {runs_dir(a.profile)}")
+    prefetch(a.profile, executor=a.executor, dask_address=a.dask_address)
     return 0
+
+
+def prefetch(profile: str, executor: str = 'local', dask_address: Optional[str] = None) -> pd.DataFrame:
+    """Train (or reuse) every recall run of the profile into the shared cache, with a progress bar:
+    the `runs` stage of `make reproduce` and `python -m rksp.experiments PROFILE`."""
+    df = run_labeled(all_recall_configs(profile), profile, executor=executor, dask_address=dask_address,
+                     progress=True)
+    print(f"  {df['hash'].nunique()} recall runs in {runs_dir(profile)} "
+          f"({df.attrs.get('n_cached', 0)} were cached)", flush=True)
+    return df
 
 
 if __name__ == '__main__':

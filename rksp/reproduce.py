@@ -84,11 +84,8 @@ def stage_notebooks(profile: str, out: Path, executor: str = "local", dask_addre
 
 
 def stage_runs(profile: str, out: Path, executor: str = "local", dask_address: str | None = None) -> None:
-    from .experiments import all_recall_configs, run_labeled, runs_dir
-    df = run_labeled(all_recall_configs(profile), profile, executor=executor, dask_address=dask_address,
-                     progress=True)
-    print(f"  {df['hash'].nunique()} recall runs in {runs_dir(profile)} "
-          f"({df.attrs.get('n_cached', 0)} were cached)", flush=True)
+    from .experiments import prefetch
+    prefetch(profile, executor=executor, dask_address=dask_address)
 
 
 STAGES = {"profiles": stage_profiles, "runs": stage_runs, "notebooks": stage_notebooks}
