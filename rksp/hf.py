@@ -188,6 +188,25 @@ def read_prompts(path: str | os.PathLike | None = None) -> list[str]:
     return prompts
 
 
+def encode_texts(tokenizer, texts: list[str], max_length: int) -> dict:
+    """One batch of ``texts``, right-padded, truncated to ``max_length`` tokens (special tokens
+    included): input_ids, attention_mask (and token_type_ids if the tokenizer gives them). A
+    tokenizer without a pad token pads with its EOS (or UNK) token; the mask hides it. The one
+    tokenization path of every prompt and text input (``prompt_inputs``, ``pretrained``)."""
+    if getattr(tokenizer, "pad_token", None) is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    kw = dict(return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+    try:
+        enc = tokenizer(texts, padding_side="right", **kw)
+    except TypeError:   # older tokenizers: no padding_side argument
+        tokenizer.padding_side = "right"
+        enc = tokenizer(texts, **kw)
+    out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    if "token_type_ids" in enc:
+        out["token_type_ids"] = enc["token_type_ids"]
+    return out
+
+
 def prompt_inputs(loaded: LoadedModel, prompts: list[str], *, repeats: int = 4, max_length: int = 64,
                   seed: int = 0) -> tuple[dict, str]:
     """Inputs for one batched forward pass (App. D.3): prompts x repeats, capped at ``max_length`` tokens.
@@ -197,12 +216,8 @@ def prompt_inputs(loaded: LoadedModel, prompts: list[str], *, repeats: int = 4, 
     """
     batch = [p for p in prompts for _ in range(repeats)]
     if loaded.tokenizer is not None:
-        tok = loaded.tokenizer
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token or tok.unk_token
-        tok.padding_side = "right"
-        enc = tok(batch, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
-        return dict(enc), f"{len(prompts)} prompts x {repeats}, <= {max_length} tokens"
+        return (encode_texts(loaded.tokenizer, batch, max_length),
+                f"{len(prompts)} prompts x {repeats}, <= {max_length} tokens")
     vocab = int(getattr(loaded.model.config, "vocab_size", 1000))
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab, (len(batch), max_length), generator=g)

@@ -51,7 +51,7 @@ import torch
 
 from . import defaults
 from .errors import RKSPInputError
-from .hf import SHAPE_CONFIGS, LoadedModel, load_hf, minilm_path, read_prompts
+from .hf import SHAPE_CONFIGS, LoadedModel, encode_texts, load_hf, minilm_path, read_prompts
 from .profiling import Profile, profile_hidden
 from .snapshots import capture_hidden, find_blocks
 
@@ -317,24 +317,6 @@ def load_pretrained(key: str, *, random_init: bool = False, dtype: torch.dtype |
 
 # ---- inputs ----------------------------------------------------------------------------------
 
-def _ensure_pad(tokenizer) -> None:
-    if getattr(tokenizer, "pad_token", None) is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-
-
-def _encode(tokenizer, texts: list[str], max_length: int) -> dict:
-    _ensure_pad(tokenizer)
-    kw = dict(return_tensors="pt", padding=True, truncation=True, max_length=max_length)
-    try:
-        enc = tokenizer(texts, padding_side="right", **kw)
-    except TypeError:   # older tokenizers: no padding_side argument
-        enc = tokenizer(texts, **kw)
-    out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-    if "token_type_ids" in enc:
-        out["token_type_ids"] = enc["token_type_ids"]
-    return out
-
-
 def prompt_batch(tokenizer, prompts: list[str] | None = None, repeats: int = PROMPT_REPEATS,
                  max_length: int = PROMPT_MAX_LENGTH) -> dict:
     """The fixed-prompt batch (App. D.3): each prompt ``repeats`` times in a row, <= ``max_length`` tokens.
@@ -347,7 +329,7 @@ def prompt_batch(tokenizer, prompts: list[str] | None = None, repeats: int = PRO
     prompts = read_prompts() if prompts is None else list(prompts)
     if repeats < 1 or max_length < 1:
         raise RKSPInputError("repeats and max_length must be >= 1")
-    return _encode(tokenizer, [p for p in prompts for _ in range(repeats)], max_length)
+    return encode_texts(tokenizer, [p for p in prompts for _ in range(repeats)], max_length)
 
 
 def pydoc_text() -> str:
@@ -378,7 +360,7 @@ def pydoc_batch(tokenizer, n_tokens: int = defaults.N_SNAPSHOTS, max_length: int
     for s in np.linspace(0, span, rows).astype(int):
         s = int(s) if s == 0 else text.find(" ", int(s)) + 1
         pieces.append(text[s:s + width])
-    return _encode(tokenizer, pieces, max_length)
+    return encode_texts(tokenizer, pieces, max_length)
 
 
 def _random_ids(model, rows: int, length: int, seed: int) -> dict:

@@ -25,24 +25,14 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from .results_io import PROFILES, ROOT, results_dir, write_table
-
-def _pydoc_text_inputs(tokenizer, n_tokens: int, max_length: int = 64):
-    """Real English prose shipped with Python (pydoc_data.topics), tokenized into 64-token rows."""
-    from pydoc_data.topics import topics
-    text = " ".join(topics[k] for k in sorted(topics))
-    ids = tokenizer(text[: 40 * n_tokens], add_special_tokens=False)["input_ids"]
-    rows = (n_tokens + max_length - 1) // max_length
-    ids = torch.tensor(ids[: rows * max_length]).reshape(rows, max_length)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-
 
 def stage_profiles(profile: str, out: Path, executor: str = "local", dask_address: str | None = None) -> None:
     """Profile the models below in this process (`executor` / `dask_address`: unused, every stage takes them)."""
     import rksp
     from rksp.hf import load_hf, prompt_inputs, read_prompts
+    from rksp.pretrained import pydoc_batch
     n_snap = 256 if profile == "smoke" else 2048
     jobs = [("all-MiniLM-L6-v2", False, "prompts"), ("all-MiniLM-L6-v2", False, "pydoc")]
     jobs.append(("gpt2", True, "prompts") if profile != "smoke" else ("gpt2", True, "prompts-small"))
@@ -51,7 +41,8 @@ def stage_profiles(profile: str, out: Path, executor: str = "local", dask_addres
         t0 = time.perf_counter()
         loaded = load_hf(name, random_init=random_init)
         if inp == "pydoc":
-            inputs, desc = _pydoc_text_inputs(loaded.tokenizer, n_snap), f"pydoc_data.topics prose, {n_snap} tokens"
+            inputs = pydoc_batch(loaded.tokenizer, n_snap, 64)
+            desc = f"pydoc_data.topics prose, {inputs['input_ids'].shape[0]} windows of 64 tokens"
         else:
             inputs, desc = prompt_inputs(loaded, read_prompts(), repeats=4, max_length=64)
         if inp == "prompts-small":   # smoke: a 2-layer slice keeps CI fast
