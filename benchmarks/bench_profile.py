@@ -3,7 +3,7 @@
     python benchmarks/bench_profile.py [--dims 384 768] [--n 2048] [--layers 4] [--threads 2]
 
 Per d (synthetic residual-like snapshots, N token states), seconds per layer of each stage of
-rksp.metrics.layer_metrics, each timed alone with single-threaded BLAS/LAPACK (how
+rksp.core.metrics.layer_metrics, each timed alone with single-threaded BLAS/LAPACK (how
 profile_hidden runs them):
   covariance   the three d x d covariances (d^2 N)
   eigh         eigendecomposition of Sigma_X (whitening)
@@ -42,9 +42,9 @@ def snapshots(d, n, L=1, seed=0):
 
 
 def stages(d, n, repeats=2):
-    from rksp.dmd import _whiten_stats, whitened_dmd
-    from rksp.kreiss import kreiss_constant
-    from rksp.metrics import eigvec_condition, nonlinearity_ratio, resdmd_residuals
+    from rksp.core.dmd import _whiten_stats, whitened_dmd
+    from rksp.core.kreiss import kreiss_constant
+    from rksp.core.metrics import eigvec_condition, nonlinearity_ratio, resdmd_residuals
     H = snapshots(d, n)
     X, Y = H[0].T.contiguous(), H[1].T.contiguous()
     Xc = X - X.mean(-1, keepdim=True)
@@ -67,7 +67,7 @@ def stages(d, n, repeats=2):
 
 
 def whole(d, n, L, threads):
-    from rksp.profiling import profile_hidden
+    from rksp.core.profiling import profile_hidden
     H = snapshots(d, n, L)
     out = {}
     for workers in (1, threads):

@@ -34,9 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from rksp.sweep import grid, run  # noqa: E402
-from rksp.train import (TrainConfig, _BatchSampler, _param_groups, derive_seed, seed_all, build_model,  # noqa: E402
-                        load_task_data, lr_factor, train)
+from rksp.harness.sweep import grid, run  # noqa: E402
+from rksp.harness.config import TrainConfig
+from rksp.harness.loop import _BatchSampler, _param_groups, lr_factor, train
+from rksp.harness.build import derive_seed, seed_all, build_model, load_task_data
 
 BASE = dict(task='recall', n_train=4096, n_val=256, batch_size=32, warmup_steps=10, lr=1e-3,
             profile_at_init=False)

@@ -14,7 +14,7 @@ Phases (docs/small-regime.md has the answers and the numbers):
 
     python benchmarks/explore_regime.py --out /tmp/regime [--phases scan methods norms cost]
 
-Each phase is a `rksp.sweep.run` (executor 'local', 2 workers, 1 torch thread each) whose
+Each phase is a `rksp.harness.sweep.run` (executor 'local', 2 workers, 1 torch thread each) whose
 records are cached as JSON under --out/runs (one file per config hash, shared by the phases);
 re-running prints the tables from the cache.
 Wall times are rough: the machine may be shared.
@@ -34,9 +34,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.stats import fisher_exact  # noqa: E402
 
-from rksp.stabilizers import apply_method  # noqa: E402
-from rksp.sweep import run  # noqa: E402
-from rksp.train import TrainConfig  # noqa: E402
+from rksp.methods.rows import apply_method  # noqa: E402
+from rksp.harness.sweep import run  # noqa: E402
+from rksp.harness.config import TrainConfig  # noqa: E402
 
 
 def chash(cfg) -> str:
@@ -260,7 +260,7 @@ def _cpu_run(cfg: dict) -> dict:
     """One run in this process, 1 torch thread: CPU seconds (process_time) and wall seconds."""
     import time
     import torch
-    from rksp.train import train
+    from rksp.harness.loop import train
     torch.set_num_threads(1)
     c0, w0 = time.process_time(), time.perf_counter()
     r = train(copy.deepcopy(cfg))

@@ -1,6 +1,6 @@
 """Where KSS's per-step time goes: a per-stage split of the harness step (bench_kss.py's setting).
 
-Runs `rksp.train.train` on the bench's model / data / recipe (small No-Norm GPT, recall, batch 32,
+Runs `rksp.harness.loop.train` on the bench's model / data / recipe (small No-Norm GPT, recall, batch 32,
 KSS alpha 0.15, r 32, N 2048, every 10, half the layers) with a replacement step that does what
 `StepContext.default_step` does, stage by stage, and times each stage:
 
@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from rksp.stabilizers import apply_method  # noqa: E402
-from rksp.train import FunctionHooks, train  # noqa: E402
+from rksp.methods.rows import apply_method  # noqa: E402
+from rksp.harness.hooks import FunctionHooks
+from rksp.harness.loop import train  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_kss import BASE, KSS_ROW  # noqa: E402
@@ -45,7 +46,7 @@ _KSS_SECONDS = []
 
 def _patch_kss_timer():
     """Time KSS._apply (sampling, cast, randomized DMD, Eq. 14) on CLOCK."""
-    from rksp.kss import KSS
+    from rksp.core.kss import KSS
     orig = KSS._apply
 
     def timed(self, *a, **k):

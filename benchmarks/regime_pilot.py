@@ -2,7 +2,7 @@
 
     python benchmarks/regime_pilot.py --out /tmp/regime14 --stage 1 [2 confirm norms]
 
-Each stage is one `rksp.sweep.run` (2 local workers, 1 torch thread each), cached as one JSON per
+Each stage is one `rksp.harness.sweep.run` (2 local workers, 1 torch thread each), cached as one JSON per
 config hash under --out/runs; re-running prints the tables from the cache.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
-from rksp.sweep import run  # noqa: E402
+from rksp.harness.sweep import run  # noqa: E402
 
 pd.set_option('display.width', 220)
 pd.set_option('display.max_columns', 30)
@@ -40,7 +40,7 @@ def cfg(cid, lr, seed, norm='none'):
 
 def sweep(out, labeled):
     df = run([c for _, c in labeled], out / 'runs', executor='local', n_workers=2, progress=False, verbose=False)
-    from rksp.train import TrainConfig
+    from rksp.harness.config import TrainConfig
     lab = pd.DataFrame([{**l, 'hash': TrainConfig.from_dict(c).hash()} for l, c in labeled])
     df = lab.merge(df.drop(columns=[k for k in ('norm', 'lr', 'seed') if k in df]), on='hash', how='left')
     df['ms_per_step'] = 1000.0 / df['steps_per_sec']

@@ -9,20 +9,20 @@ Reference implementation of arXiv 2602.22988. Main entry points::
     tracker = rksp.track(model, batch, every=50, kss=rksp.KSSConfig())   # over training
     rksp.RKSPCallback(batch, every=50).attach(trainer)                   # HF Trainer
 """
-from .dmd import WhitenedDMD, randomized_dmd_eigvals, whitened_dmd
-from .errors import RKSPInputError
-from .kss import KSS, KSSConfig, kss_layer_loss
-from .profiling import Profile, profile, profile_hidden
-from .risk import RiskModel
+from rksp.core.dmd import WhitenedDMD, randomized_dmd_eigvals, whitened_dmd
+from rksp.errors import RKSPInputError
+from rksp.core.kss import KSS, KSSConfig, kss_layer_loss
+from rksp.core.profiling import Profile, profile, profile_hidden
+from rksp.core.risk import RiskModel
 
 
 def __getattr__(name):  # lazy: the training harness / transformers load only when tracking is used
     import importlib
     if name in ("integrations", "RKSPCallback"):
-        mod = importlib.import_module(".integrations", __name__)
+        mod = importlib.import_module("rksp.harness.integrations")
         return mod if name == "integrations" else mod.RKSPCallback
     if name in ("track", "Tracker", "tracking"):
-        mod = importlib.import_module(".tracking", __name__)
+        mod = importlib.import_module("rksp.harness.tracking")
         return mod if name == "tracking" else getattr(mod, name)
     raise AttributeError(f"module 'rksp' has no attribute {name!r}")
 

@@ -1,4 +1,13 @@
-"""Command line: ``rksp profile ...`` and ``rksp sweep CONFIG.yaml``.
+"""The ``rksp`` command: one entry point for everything the package runs.
+
+    rksp profile ...              spectral profile of a model or of dumped snapshots
+    rksp sweep CONFIG.yaml        a sweep of training runs (rksp.harness.sweep)
+    rksp reproduce ...            make reproduce: profiles, runs, notebooks (rksp.reproduce)
+    rksp runs PROFILE             train every recall run of a profile into the cache (rksp.experiments.runs)
+    rksp pretrained MODEL ...     profile pretrained LMs, print the group tables (Tables 10/15)
+    rksp fetch --models ...       download the pretrained weights the notebooks use
+    rksp init-study ...           the init-only study of notebook 01 (rksp.experiments.init_study)
+    rksp kernels ...              the kernel-set flip study (rksp.experiments.kernels)
 
 Bad input prints one line ``rksp: error: ...`` and exits with status 2; no
 partial output file is left behind (outputs are written to a temporary file
@@ -56,7 +65,7 @@ def _load_npz(path: str):
 
 
 def _profile_cmd(args) -> int:
-    from .profiling import profile, profile_hidden
+    from rksp.core.profiling import profile, profile_hidden
     if bool(args.snapshots) == bool(args.hf):
         raise RKSPInputError("give exactly one of --snapshots FILE.npz or --hf NAME_OR_PATH")
     if args.n_snapshots is not None and args.n_snapshots < 2:
@@ -67,8 +76,8 @@ def _profile_cmd(args) -> int:
         prof = profile_hidden(hidden, eps=args.eps, kreiss=not args.no_kreiss, progress=progress,
                               meta={"source": str(args.snapshots)})
     else:
-        from .hf import (dataset_text, load_hf, model_context, prompt_inputs, read_prompts, read_text_file,
-                         text_inputs)
+        from rksp.pretrained.hf import (dataset_text, load_hf, model_context, prompt_inputs, read_prompts,
+                                        read_text_file, text_inputs)
         import torch
         if args.text and args.dataset:
             raise RKSPInputError("give at most one of --text FILE and --dataset NAME")
@@ -166,16 +175,30 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--out", help="write the output here instead of stdout")
     pp.add_argument("--plot", help="also save the profile figure (png/pdf/svg)")
     pp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    ps = sub.add_parser("sweep", help="run a sweep of training runs from a YAML config", add_help=False)
-    ps.add_argument("rest", nargs=argparse.REMAINDER)
+    for name, (_, _, help_) in PASSTHROUGH.items():
+        ps = sub.add_parser(name, help=help_ + f" (rksp {name} --help)", add_help=False)
+        ps.add_argument("rest", nargs=argparse.REMAINDER)
     return p
+
+
+# subcommands that hand their arguments to a module's own parser: name -> (module, function, help)
+PASSTHROUGH = {
+    "sweep": ("rksp.harness.sweep", "cli_main", "run a sweep of training runs from a YAML config"),
+    "reproduce": ("rksp.reproduce", "main", "regenerate results/<profile>/ (make reproduce)"),
+    "runs": ("rksp.experiments.runs", "main", "train every recall run of a profile into the run cache"),
+    "pretrained": ("rksp.experiments.tables.pretrained", "main", "profile pretrained LMs and print the group tables"),
+    "fetch": ("rksp.pretrained.fetch", "main", "download the pretrained weights the notebooks use"),
+    "init-study": ("rksp.experiments.init_study", "main", "the init-only study (notebook 01)"),
+    "kernels": ("rksp.experiments.kernels", "main", "train runs under two CPU kernel sets and count label flips"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["sweep"]:
-        from .sweep import cli_main
-        return cli_main(argv[1:])
+    if argv[:1] and argv[0] in PASSTHROUGH:
+        import importlib
+        mod, fn, _ = PASSTHROUGH[argv[0]]
+        return getattr(importlib.import_module(mod), fn)(argv[1:])
     try:
         args = build_parser().parse_args(argv)
         if args.cmd == "profile":

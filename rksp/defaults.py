@@ -71,7 +71,7 @@ DIV_GRAD = 'task'
 DIV_GRAD_CHOICES = ('task', 'total')
 # (ours, measured) label flips between two CPU kernel sets on the same configs (docs/kernel-sets.md):
 # upper end of the exact 95% interval of the flip rate of the `small` sample. Count-based claims note
-# when that many flips among their runs could change their verdict (rksp.claims.flip_note).
+# when that many flips among their runs could change their verdict (rksp.experiments.claims.flip_note).
 KERNEL_FLIP_RATE = 0.071
 
 # --- gradient baselines (Table 2) -------------------------------------------
@@ -84,7 +84,7 @@ INIT = 'gpt2'              # (ours) GPT init; 'gpt2' = N(0, INIT_STD), residual 
 INIT_CHOICES = ('gpt2', 'normal', 'torch')   # 'normal' = plain N(0, INIT_STD) on every Linear/Embedding; 'torch' = PyTorch defaults
 INIT_STD = 0.02            # (ours) GPT-2's sigma
 # PROFILE=paper (Table 1-style runs): d=256, L=6 with plain N(0, 0.02) on every Linear and Embedding,
-# the init whose profile at init matches Table 1 best (docs/regime.md, rksp.init_study)
+# the init whose profile at init matches Table 1 best (docs/regime.md, rksp.experiments.init_study)
 PAPER_INIT = 'normal'
 PAPER_INIT_STD = 0.02
 PAPER_DEVICE = 'auto'      # (ours) CUDA when available, else CPU; the record's `device` says which

@@ -3,3 +3,7 @@
 
 class RKSPInputError(ValueError):
     """Bad input: wrong shape, too few snapshots, NaN/Inf, no detectable blocks, ..."""
+
+
+class ConfigError(RKSPInputError):
+    """An invalid TrainConfig (raised before anything runs)."""

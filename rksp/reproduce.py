@@ -1,6 +1,6 @@
 """`make reproduce`: regenerate results/<profile>/ (tables, figures, executed notebooks).
 
-    python -m rksp.reproduce --profile small [--executor local|dask] [--dask-address ADDR]
+    rksp reproduce --profile small [--executor local|dask] [--dask-address ADDR]
 
 Stages run in order and each writes tidy tables (CSV + Markdown) under
 ``results/<profile>/tables`` and figures under ``results/<profile>/figures``:
@@ -15,24 +15,23 @@ Stages run in order and each writes tidy tables (CSV + Markdown) under
   with ``profile`` (and ``executor``, ``dask_address``) injected; executed copies
   go to ``results/<profile>/notebooks/``.
 
-Notebooks write through :mod:`rksp.results_io` (`results_dir`, `write_table`, `save_figure`).
+Notebooks write through :mod:`rksp.experiments.results_io` (`results_dir`, `write_table`, `save_figure`).
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from .results_io import PROFILES, ROOT, results_dir, write_table
+from rksp.experiments.results_io import PROFILES, ROOT, results_dir, write_table
 
 def stage_profiles(profile: str, out: Path, executor: str = "local", dask_address: str | None = None) -> None:
     """Profile the models below in this process (`executor` / `dask_address`: unused, every stage takes them)."""
     import rksp
-    from rksp.hf import load_hf, prompt_inputs, read_prompts
-    from rksp.pretrained import pydoc_batch
+    from rksp.pretrained.hf import load_hf, prompt_inputs, read_prompts
+    from rksp.pretrained.inputs import pydoc_batch
     n_snap = 256 if profile == "smoke" else 2048
     jobs = [("all-MiniLM-L6-v2", False, "prompts"), ("all-MiniLM-L6-v2", False, "pydoc")]
     jobs.append(("gpt2", True, "prompts") if profile != "smoke" else ("gpt2", True, "prompts-small"))
@@ -75,7 +74,7 @@ def stage_notebooks(profile: str, out: Path, executor: str = "local", dask_addre
 
 
 def stage_runs(profile: str, out: Path, executor: str = "local", dask_address: str | None = None) -> None:
-    from .experiments import prefetch
+    from rksp.experiments.runs import prefetch
     prefetch(profile, executor=executor, dask_address=dask_address)
 
 
@@ -101,7 +100,3 @@ def main(argv=None) -> int:
         STAGES[st](a.profile, out, a.executor, a.dask_address)
         print(f"[{i}/{len(a.stages)}] {st} done in {time.perf_counter() - t0:.0f} s", flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

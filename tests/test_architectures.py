@@ -384,7 +384,8 @@ def test_kan_hidden_and_order():
     ("kan", {"n_layer": 2, "n_head": 2, "d_model": 32, "spline_order": 4}),
 ])
 def test_architectures_train_in_harness_with_kss(model, cfg):
-    from rksp.train import TrainConfig, train
+    from rksp.harness.config import TrainConfig
+    from rksp.harness.loop import train
     rec = train(TrainConfig(task="synthetic_lm", lm_mode="random", seq_len=32, vocab_size=64, n_train=256,
                             n_val=64, model=model, model_cfg=cfg, lr=3e-3, steps=20, warmup_steps=2,
                             batch_size=8, profile_n_snapshots=128,
@@ -398,7 +399,8 @@ def test_architectures_train_in_harness_with_kss(model, cfg):
 
 def test_moe_balance_loss_enters_the_training_objective():
     from rksp.models import MoEConfig, MoEGPT
-    from rksp.train import HookList, StepContext, _loss_fn_for
+    from rksp.harness.hooks import HookList, StepContext
+    from rksp.harness.loop import _loss_fn_for
     torch.manual_seed(0)
     m = MoEGPT(MoEConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, d_model=16))
     ctx = StepContext(m, None, None, HookList([]), _loss_fn_for("lm"), torch.device("cpu"), {})
@@ -418,8 +420,9 @@ def _tiny_plan():
 
 
 def test_appendix_configs_reuse_table11_hashes_and_build():
-    from rksp.architectures import APPENDIX_ROWS, PAPER_APPENDIX, appendix_configs, architecture_configs
-    from rksp.train import TrainConfig
+    from rksp.experiments.plans import APPENDIX_ROWS, appendix_configs, architecture_configs
+    from rksp.experiments.paper import PAPER_APPENDIX
+    from rksp.harness.config import TrainConfig
     sizes, common, lm = _tiny_plan()
     t11 = {TrainConfig.from_dict(copy.deepcopy(c)).hash() for c in architecture_configs(sizes, common, [42, 123], lm_task=lm)}
     for table, rows in APPENDIX_ROWS.items():
@@ -448,8 +451,8 @@ def test_appendix_configs_reuse_table11_hashes_and_build():
 
 
 def test_mean_ci_and_relative_excess():
-    from rksp.architectures import relative_excess_ci
-    from rksp.stats import mean_ci
+    from rksp.experiments.tables.architectures import relative_excess_ci
+    from rksp.experiments.stats import mean_ci
     m, lo, hi, n = mean_ci([1.0, 2.0, 3.0])
     assert n == 3 and m == 2.0 and lo == pytest.approx(2.0 - 4.302653 / math.sqrt(3)) and hi == pytest.approx(2.0 + 4.302653 / math.sqrt(3))
     m1 = mean_ci([0.5, float("nan")])
@@ -479,7 +482,8 @@ def _fake_rows(spec):
 
 def test_appendix_table_and_claims_on_hand_made_rows():
     import pandas as pd
-    from rksp.architectures import PAPER_TABLE16, appendix_table, architecture_claims
+    from rksp.experiments.paper import PAPER_TABLE16
+    from rksp.experiments.tables.architectures import appendix_table, architecture_claims
     jit = [0.0, 0.01, -0.01]
     t11 = []
     for label, (model, norm), (m, e, r) in (

@@ -1,12 +1,12 @@
-"""Tests of rksp.claims: every rule can return every verdict; NaN -> inconclusive, never raises."""
+"""Tests of rksp.experiments.claims: every rule can return every verdict; NaN -> inconclusive, never raises."""
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from rksp import claims
-from rksp.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, VERDICTS, Claim
+from rksp.experiments import claims
+from rksp.experiments.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, VERDICTS, Claim
 
 NAN = float("nan")
 
@@ -166,7 +166,7 @@ def test_claims_table_and_markdown():
 
 
 def test_end_to_end_with_stats():
-    from rksp import stats
+    from rksp.experiments import stats
     rng = np.random.default_rng(0)
     n = 150
     y = rng.integers(0, 2, n)
@@ -184,8 +184,8 @@ def test_end_to_end_with_stats():
 
 
 def test_flips_to_change_finds_the_fewest_flips_and_flip_note_uses_the_measured_rate():
-    from rksp.claims import flip_note, flips_to_change
-    from rksp.claims import counts_direction_claim
+    from rksp.experiments.claims import flip_note, flips_to_change
+    from rksp.experiments.claims import counts_direction_claim
 
     def verdict(a, na, b, nb):
         return counts_direction_claim('x', 'x', -50.0, a, na, b, nb).verdict
@@ -203,15 +203,15 @@ def test_flips_to_change_finds_the_fewest_flips_and_flip_note_uses_the_measured_
 
 
 def test_count_claims_carry_the_flip_note():
-    from rksp.claims import counts_direction_claim
+    from rksp.experiments.claims import counts_direction_claim
     c = counts_direction_claim('x', 'x', -50.0, 2, 24, 8, 24, notes='counts')
     assert c.notes.startswith('counts') and 'fragile' in c.notes
 
 
 def test_annotate_flip_fragility_parses_counts_only_when_they_reproduce_the_claim():
     import pandas as pd
-    from rksp.claims import annotate_flip_fragility
-    from rksp.claims import counts_direction_claim
+    from rksp.experiments.claims import annotate_flip_fragility
+    from rksp.experiments.claims import counts_direction_claim
     c = counts_direction_claim('a', 'a', -50.0, 8, 24, 2, 24)          # borderline: 8/24 vs 2/24
     row = dict(source='s', id='a', claim='a', paper=-50.0, ours=c.ours, ci='', verdict=c.verdict, rule=c.rule,
                notes='KSS: 8/24, No control: 2/24 (task)')

@@ -1,8 +1,10 @@
 """The cross-architecture table (Table 11) from real (tiny) sweep runs of every architecture."""
 import numpy as np
 
-from rksp.architectures import ARCHITECTURES, PAPER_TABLE11, architecture_configs, cross_architecture_table
-from rksp.sweep import run
+from rksp.experiments.plans import ARCHITECTURES, architecture_configs
+from rksp.experiments.paper import PAPER_TABLE11
+from rksp.experiments.tables.architectures import cross_architecture_table
+from rksp.harness.sweep import run
 
 
 def test_cross_architecture_table_from_tiny_sweep(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rksp import RKSPInputError, randomized_dmd_eigvals, whitened_dmd
-from rksp.metrics import layer_metrics, nonlinearity_ratio, resdmd_residuals
+from rksp.core.metrics import layer_metrics, nonlinearity_ratio, resdmd_residuals
 
 D64 = torch.float64
 

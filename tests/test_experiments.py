@@ -5,8 +5,14 @@ import pandas as pd
 import pytest
 
 from rksp import experiments as E
-from rksp.stabilizers import TABLES
-from rksp.train import TrainConfig
+
+
+
+from rksp.experiments.tables import common as CM
+from rksp.experiments.tables import kss_paths as KP
+from rksp.experiments.tables import methods as MT
+from rksp.methods.rows import TABLES
+from rksp.harness.config import TrainConfig
 
 
 @pytest.mark.parametrize('profile', E.PLANS)
@@ -52,7 +58,7 @@ def _rows():
 
 
 def test_method_table_counts_rates_fisher_and_paper_columns():
-    t = E.method_table(_rows(), ['No control', 'KSS α=0.15', 'Lion'])
+    t = MT.method_table(_rows(), ['No control', 'KSS α=0.15', 'Lion'])
     r = t.set_index('method')
     assert r.loc['No control', 'n_div'] == 6 and r.loc['No control', 'div_pct'] == 75.0
     assert np.isnan(r.loc['No control', 'fisher_p_vs_ref'])
@@ -66,13 +72,13 @@ def test_method_table_counts_rates_fisher_and_paper_columns():
 
 
 def test_method_table_of_a_missing_method_is_nan_not_an_error():
-    t = E.method_table(_rows(), ['SAM ρ=0.05'])
+    t = MT.method_table(_rows(), ['SAM ρ=0.05'])
     assert t.loc[0, 'n'] == 0 and np.isnan(t.loc[0, 'div_pct'])
 
 
 def test_data_used_labels_standins():
     df = pd.DataFrame({'data_name': ['pydoc topics', 'pydoc topics'], 'data_is_standin': [True, True]})
-    assert E.data_used(df) == 'pydoc topics (offline stand-in)'
+    assert CM.data_used(df) == 'pydoc topics (offline stand-in)'
 
 
 def test_run_labeled_keeps_labels_of_duplicate_configs(tmp_path, monkeypatch):
@@ -86,7 +92,7 @@ def test_run_labeled_keeps_labels_of_duplicate_configs(tmp_path, monkeypatch):
 
 
 def test_claims_round_trip(tmp_path, monkeypatch):
-    from rksp.claims import Claim
+    from rksp.experiments.claims import Claim
     monkeypatch.setenv('RKSP_RESULTS', str(tmp_path))
     E.save_claims([Claim.interval('x', 'a claim', 1.0, 1.01, (0.9, 1.1))], 'smoke', '99_test')
     df = E.collect_claims('smoke')
@@ -128,7 +134,7 @@ def test_kss_path_ablation_smoke(tmp_path, monkeypatch):
     assert list(table['kss_path']) == ['No control'] + paths
     n_ref = len(E.plan('smoke')['band_lrs']) * E.method_trials('smoke', 'No control')
     assert list(table['n']) == [n_ref, 2, 2]                       # 2 band LRs x 1 trial per path
-    ratios = E.kss_grad_ratios(rows)
+    ratios = KP.kss_grad_ratios(rows)
     steps = E.plan('smoke')['recall']['steps']
     for name in paths:
         r = ratios[ratios['kss_path'] == name]

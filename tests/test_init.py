@@ -9,8 +9,11 @@ import torch.nn as nn
 
 from rksp import defaults
 from rksp.models.gpt import ALL_NORMS, GPT, GPTConfig, INITS, NORMS, deepnorm_alpha
-from rksp.sweep import record_to_row
-from rksp.train import ConfigError, TrainConfig, init_fields, train
+from rksp.harness.record import record_to_row
+from rksp.errors import ConfigError
+from rksp.harness.config import TrainConfig
+from rksp.harness.build import init_fields
+from rksp.harness.loop import train
 
 torch.set_num_threads(1)
 
@@ -133,7 +136,7 @@ def test_record_carries_init_and_device_and_old_configs_load_as_gpt2():
 
 
 def test_auto_device_resolves_to_cpu_without_cuda(monkeypatch):
-    from rksp import train as T
+    from rksp.harness import loop as T
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     assert T._resolve_device('auto') == torch.device('cpu')
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
@@ -145,7 +148,7 @@ def test_auto_device_resolves_to_cpu_without_cuda(monkeypatch):
 
 
 def test_paper_profile_uses_plain_normal_init_and_auto_device():
-    from rksp.experiments import recall_base
+    from rksp.experiments.plans import recall_base
     c = recall_base('paper', 'none')
     assert c['model_cfg']['d_model'] == 256 and c['model_cfg']['n_layer'] == 6
     assert c['model_cfg']['init'] == defaults.PAPER_INIT == 'normal'
@@ -160,7 +163,7 @@ def test_paper_profile_uses_plain_normal_init_and_auto_device():
 # ----------------------------------------------------------------------------- the init-only study
 
 def test_init_study_smoke_is_the_records_profile_and_tabulates():
-    from rksp import init_study as S
+    from rksp.experiments import init_study as S
     df = S.run_study('smoke', norms=('none', 'pre_ln', 'deepnorm_pre'))
     assert len(df) == 2 * 3 and df['m_near_unit'].between(0, 1).all()
     # the study's profile is the one a training run records at init (same model, batch, snapshots)
@@ -185,7 +188,7 @@ def test_init_study_smoke_is_the_records_profile_and_tabulates():
 def test_gpt2_init_makes_nonorm_near_identity_and_normal_does_not():
     """The issue's mechanism at a test-sized model: with GPT-2's scaled init No-Norm's M≈1 is 1.0;
     plain N(0, σ) at the d·σ²-matched σ pulls it below 1."""
-    from rksp import init_study as S
+    from rksp.experiments import init_study as S
     df = S.run_study('smoke', norms=('none',))
     by = df.set_index('config')['m_near_unit']
     assert by['gpt2 d=32 L=2'] == 1.0
@@ -195,8 +198,8 @@ def test_gpt2_init_makes_nonorm_near_identity_and_normal_does_not():
 def test_small_plan_is_the_regime_of_docs_regime_md():
     """docs/regime.md rule 1 holds for the small plan's model: No-Norm's M≈1 at init is not the
     degenerate 1.0 of the GPT-2 init, and Pre-LN < Post-LN < No-Norm."""
-    from rksp.experiments import recall_base
-    from rksp.init_study import profile_at_init
+    from rksp.experiments.plans import recall_base
+    from rksp.experiments.init_study import profile_at_init
     c = recall_base('small', 'none')
     assert c['model_cfg'] == dict(d_model=64, n_layer=4, n_head=4, init='normal', init_std=0.04, norm='none')
     assert (c['steps'], c['warmup_steps'], c['schedule'], c['batch_size']) == (200, 50, 'constant', 32)

@@ -128,7 +128,8 @@ def test_tracker_bad_arguments():
 
 
 def test_track_runs_no_norm_with_and_without_kss():
-    from rksp.tracking import plot_track, track_runs
+    from rksp.harness.tracking import plot_track
+    from rksp.experiments.runs import track_runs
     # an LR at which neither run diverges on any CPU (at the band's 0.05 No control can diverge before
     # step 10 under one kernel set and not under another: docs/kernel-sets.md)
     df = track_runs("smoke", every=10, lr=3e-3, progress=False)

@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from rksp.kernels import available_sets, init_profile_diffs, label_flips, native_capability, train_under
+from rksp.experiments.kernels import available_sets, init_profile_diffs, label_flips, native_capability, train_under
 
 SETS = available_sets()
 pytestmark = pytest.mark.skipif(len(SETS) < 2, reason=f'one kernel set only on this CPU ({SETS})')

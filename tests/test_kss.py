@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from rksp import RKSPInputError, defaults
-from rksp.dmd import randomized_dmd_eigvals
-from rksp.kss import KSS, KSSConfig, kss_layer_loss
+from rksp.core.dmd import randomized_dmd_eigvals
+from rksp.core.kss import KSS, KSSConfig, kss_layer_loss
 from rksp.models.gpt import GPT
 
 D64 = torch.float64
@@ -464,7 +464,7 @@ def test_kssconfig_validates_gradient_path_fields():
 
 
 def _kss_run(**kss_kw):
-    from rksp.train import train
+    from rksp.harness.loop import train
     cfg = dict(task='recall', preset='tiny', model_cfg={'norm': 'none'}, n_train=256, n_val=64,
                batch_size=16, warmup_steps=0, profile_at_init=False, steps=4, lr=3e-3, seed=1,
                hooks=[{'target': 'kss', 'kwargs': dict(alpha=5.0, every=1, rank=8, n_snapshots=512, **kss_kw)}])
@@ -491,7 +491,7 @@ def test_grad_bound_scales_the_kss_gradient_to_the_bound_and_no_further():
 
 
 def test_grad_bound_also_applies_under_the_total_gradient_label():
-    from rksp.train import train
+    from rksp.harness.loop import train
     cfg = dict(task='recall', preset='tiny', model_cfg={'norm': 'none'}, n_train=256, n_val=64,
                batch_size=16, warmup_steps=0, profile_at_init=False, steps=2, lr=3e-3, seed=1,
                div_grad='total',
@@ -507,8 +507,9 @@ def test_grad_bound_also_applies_under_the_total_gradient_label():
 
 
 def test_grad_bound_with_a_hook_that_replaces_the_step_is_rejected():
-    from rksp.stabilizers import apply_method
-    from rksp.train import ConfigError, train
+    from rksp.methods.rows import apply_method
+    from rksp.errors import ConfigError
+    from rksp.harness.loop import train
     base = dict(task='recall', preset='tiny', model_cfg={'norm': 'none'}, n_train=256, n_val=64, batch_size=16,
                 warmup_steps=0, profile_at_init=False, steps=2, lr=1e-3)
     cfg = apply_method(base, 'KSS + SAM (α=0.10, ρ=0.05)')

@@ -1,4 +1,4 @@
-"""Tests of rksp.method_tables (notebooks 04-06): analytic cases for every helper."""
+"""Tests of rksp.experiments.tables.methods (notebooks 04-06): analytic cases for every helper."""
 import math
 
 import numpy as np
@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from rksp import method_tables as MT
-from rksp.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from rksp.experiments.tables import methods as MT
+from rksp.experiments.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 
 
 def _runs(spec, steps=100):

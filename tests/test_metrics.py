@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from rksp.kreiss import kreiss_constant
-from rksp.metrics import eigvec_condition, layer_metrics, spectral_masses
+from rksp.core.kreiss import kreiss_constant
+from rksp.core.metrics import eigvec_condition, layer_metrics, spectral_masses
 
 D64 = torch.float64
 

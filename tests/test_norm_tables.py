@@ -1,4 +1,4 @@
-"""rksp.norm_tables: Table 1 / Table 2 / App. H builders on synthetic run frames."""
+"""rksp.experiments.tables.norms: Table 1 / Table 2 / App. H builders on synthetic run frames."""
 import math
 
 import numpy as np
@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from rksp import norm_tables as NT
-from rksp import paper as P
-from rksp.stats import auroc, fisher_exact
+from rksp.experiments.tables import norms as NT
+from rksp.experiments import paper as P
+from rksp.experiments.stats import auroc, fisher_exact
 
 
 def _runs(div_none=(1, 1, 0, 1, 0, 0), div_other=0, seed=0, nan_prof=False):
@@ -162,7 +162,7 @@ def test_ece_ci_brackets_ece():
     rng = np.random.default_rng(1)
     p = rng.uniform(size=200)
     y = (rng.uniform(size=200) < p).astype(float)
-    from rksp.stats import ece
+    from rksp.experiments.stats import ece
     lo, hi = NT.ece_ci(p, y, n_boot=100, seed=3)
     idx = np.random.default_rng(3).integers(0, 200, size=(100, 200))
     ref = [ece(p[i], y[i])['ece'] for i in idx]          # the same resamples through stats.ece
@@ -173,7 +173,7 @@ def test_ece_ci_brackets_ece():
 
 def test_init_eigenvalues_match_the_harness_profile():
     import rksp.experiments as E
-    from rksp.train import train
+    from rksp.harness.loop import train
     cfg = {**E.recall_base('smoke', 'pre_ln'), 'lr': 1e-3, 'seed': 7, 'steps': 1, 'warmup_steps': 0,
            'profile_at_end': False, 'n_train': 64, 'n_val': 16}
     rec = train(cfg)

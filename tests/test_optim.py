@@ -1,4 +1,4 @@
-"""Tests of the optimizer baselines (rksp/optim.py): Lion, LAMB, SAM, μP, named methods."""
+"""Tests of the optimizer baselines (rksp/methods/optim.py): Lion, LAMB, SAM, μP, named methods."""
 
 import copy
 import json
@@ -11,9 +11,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rksp.models.gpt import GPT, GPTConfig
-from rksp.optim import (LAMB_WARMUP_STEPS, LION_BETAS, OPTIMIZER_ROWS, MUP_BASE_WIDTH, MUP_HIGHER_LR_MULT, MuPHooks,
-                        SAMHooks, make_lamb, make_lion, method_overrides, mup_hidden_matrices)
-from rksp.train import ConfigError, FunctionHooks, TrainConfig, TrainHooks, _param_groups, train
+from rksp.methods.optim import (LAMB_WARMUP_STEPS, LION_BETAS, OPTIMIZER_ROWS, MUP_BASE_WIDTH, MUP_HIGHER_LR_MULT,
+                                MuPHooks, SAMHooks, make_lamb, make_lion, method_overrides, mup_hidden_matrices)
+from rksp.errors import ConfigError
+from rksp.harness.hooks import FunctionHooks, TrainHooks
+from rksp.harness.config import TrainConfig
+from rksp.harness.loop import _param_groups, train
 
 TINY = dict(task='recall', preset='tiny', n_train=256, n_val=64, batch_size=16, warmup_steps=0,
             profile_at_init=False)
@@ -382,20 +385,20 @@ def test_method_overrides_details():
 
 
 def test_a_fresh_process_resolves_every_plugin_name_without_importing_its_module():
-    """'lion', 'lamb', 'sam', 'mup' and the stabilizers register where they are defined; rksp.train
+    """'lion', 'lamb', 'sam', 'mup' and the stabilizers register where they are defined; rksp.harness
     imports PLUGIN_MODULES on the first unknown name, so a sweep worker needs no import."""
     import subprocess
     import sys
-    code = ("import sys, rksp.train as T\n"
-            "assert 'rksp.optim' not in sys.modules and 'rksp.stabilizers' not in sys.modules\n"
-            "import rksp.optim as O, rksp.stabilizers as S\n"
+    code = ("import sys, rksp.harness.registry as T\n"
+            "assert 'rksp.methods.optim' not in sys.modules and 'rksp.methods.stabilizers' not in sys.modules\n"
+            "import rksp.methods.optim as O, rksp.methods.stabilizers as S\n"
             "assert T.resolve_optimizer('lion') is O.make_lion and T.resolve_optimizer('lamb') is O.make_lamb\n"
-            "assert T._resolve_hook_factory('sam') is O.SAMHooks and T._resolve_hook_factory('mup') is O.MuPHooks\n"
-            "assert T._resolve_hook_factory('kss') is S.KSSHooks\n")
-    fresh = ("import sys, rksp.train as T\n"
+            "assert T.resolve_hook_factory('sam') is O.SAMHooks and T.resolve_hook_factory('mup') is O.MuPHooks\n"
+            "assert T.resolve_hook_factory('kss') is S.KSSHooks\n")
+    fresh = ("import sys, rksp.harness.registry as T\n"
              "f = T.resolve_optimizer('lion')\n"
-             "assert 'rksp.optim' in sys.modules and f.__name__ == 'make_lion'\n"
-             "assert T._resolve_hook_factory('kss').__name__ == 'KSSHooks'\n")
-    for c in (fresh, code.replace("assert 'rksp.optim' not in sys.modules and 'rksp.stabilizers' not in sys.modules\n", "")):
+             "assert 'rksp.methods.optim' in sys.modules and f.__name__ == 'make_lion'\n"
+             "assert T.resolve_hook_factory('kss').__name__ == 'KSSHooks'\n")
+    for c in (fresh, code.replace("assert 'rksp.methods.optim' not in sys.modules and 'rksp.methods.stabilizers' not in sys.modules\n", "")):
         r = subprocess.run([sys.executable, '-c', c], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr

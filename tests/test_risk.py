@@ -1,4 +1,4 @@
-"""rksp.risk.RiskModel and Profile.divergence_risk."""
+"""rksp.core.risk.RiskModel and Profile.divergence_risk."""
 import json
 
 import numpy as np
@@ -8,7 +8,7 @@ import torch
 
 import rksp
 from rksp.errors import RKSPInputError
-from rksp.risk import RiskModel, feature_frame
+from rksp.core.risk import RiskModel, feature_frame
 
 
 def _synthetic(n=400, seed=0, b_score=3.0, b_lr=2.5):

@@ -1,4 +1,4 @@
-"""Table builders of notebooks 07-09 (rksp/scale_tables.py) on small hand-made run frames."""
+"""Table builders of notebooks 07-09 (rksp/experiments/tables/maxlr.py, scale.py) on small hand-made run frames."""
 import copy
 import math
 
@@ -6,9 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rksp import scale_tables as S
-from rksp.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
-from rksp.train import TrainConfig
+from rksp.experiments.tables import scale as S
+
+
+from rksp.experiments import plans as PL
+from rksp.experiments.tables import maxlr as ML
+from rksp.experiments.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from rksp.harness.config import TrainConfig
 
 
 def runs(norm, kss, spec, start_seed=0):
@@ -32,10 +36,10 @@ def test_known_max_lr_and_exact_increase_with_grid_bracket():
     grid = [1e-3, 3e-3, 1e-2, 3e-2]
     df = frame(runs('none', False, {1e-3: (5, 0), 3e-3: (5, 0), 1e-2: (5, 2), 3e-2: (5, 5)}),
                runs('none', True, {1e-3: (5, 0), 3e-3: (5, 0), 1e-2: (5, 0), 3e-2: (5, 3)}))
-    t = S.maxlr_table(df)
+    t = ML.maxlr_table(df)
     r = t.iloc[0]
     assert r['norm'] == 'No-Norm' and r['max_lr_without'] == 3e-3 and r['max_lr_with'] == 1e-2
-    assert r['bound_without'] == S.BOUND_EXACT and r['bound_with'] == S.BOUND_EXACT
+    assert r['bound_without'] == ML.BOUND_EXACT and r['bound_with'] == ML.BOUND_EXACT
     assert r['increase_pct'] == pytest.approx(100 * (1e-2 / 3e-3 - 1))
     assert r['increase_reading'] == 'exact'
     # true max LR without in [3e-3, 1e-2), with in [1e-2, 3e-2)
@@ -43,71 +47,71 @@ def test_known_max_lr_and_exact_increase_with_grid_bracket():
     assert r['increase_bracket_hi'] == pytest.approx(100 * (3e-2 / 3e-3 - 1))
     assert r['div_per_lr_without'] == '0.001: 0/5, 0.003: 0/5, 0.01: 2/5, 0.03: 5/5'
     assert r['paper_increase_pct'] == 150.0 and r['note'] == ''
-    per = S.maxlr_per_lr(df)
+    per = ML.maxlr_per_lr(df)
     assert len(per) == 2 * len(grid)
     k = per[(per['kss']) & (per['lr'] == 1e-2)].iloc[0]
     assert k['n_div'] == 0 and k['fisher_p_vs_without_kss'] == pytest.approx(0.4444, abs=1e-3)
     assert per[~per['kss']]['fisher_p_vs_without_kss'].isna().all()
     # the bracket [0, 900] % is wider than 100 pp: inconclusive
-    c = S.table5_claims(t)[0]
+    c = ML.table5_claims(t)[0]
     assert c.verdict == INCONCLUSIVE and c.id == 'T5.lr_increase.none'
 
 
 def test_no_divergence_gives_lower_bound_and_inconclusive_claim():
     spec = {1e-3: (3, 0), 1e-2: (3, 0)}
     df = frame(runs('pre_ln', False, spec), runs('pre_ln', True, spec))
-    r = S.maxlr_table(df).iloc[0]
-    assert r['max_lr_without'] == 1e-2 and r['bound_without'] == S.BOUND_LOWER
-    assert r['bound_with'] == S.BOUND_LOWER and r['bound_contig_with'] == S.BOUND_LOWER
+    r = ML.maxlr_table(df).iloc[0]
+    assert r['max_lr_without'] == 1e-2 and r['bound_without'] == ML.BOUND_LOWER
+    assert r['bound_with'] == ML.BOUND_LOWER and r['bound_contig_with'] == ML.BOUND_LOWER
     assert math.isnan(r['increase_pct']) and r['increase_reading'] == 'undetermined'
     assert 'no LR of the grid diverged' in r['note'] and '≥ 0.01' in r['note']
-    c = S.table5_claims(pd.DataFrame([r]))[0]
+    c = ML.table5_claims(pd.DataFrame([r]))[0]
     assert c.verdict == INCONCLUSIVE and math.isnan(c.ours)
 
 
 def test_lower_bound_with_kss_is_at_least_not_a_value():
     df = frame(runs('rmsnorm', False, {1e-3: (5, 0), 1e-2: (5, 4)}),
                runs('rmsnorm', True, {1e-3: (5, 0), 1e-2: (5, 0)}))
-    r = S.maxlr_table(df).iloc[0]
-    assert r['max_lr_without'] == 1e-3 and r['bound_without'] == S.BOUND_EXACT
-    assert r['bound_with'] == S.BOUND_LOWER and 'top LR of the grid is stable' not in r['note']
+    r = ML.maxlr_table(df).iloc[0]
+    assert r['max_lr_without'] == 1e-3 and r['bound_without'] == ML.BOUND_EXACT
+    assert r['bound_with'] == ML.BOUND_LOWER and 'top LR of the grid is stable' not in r['note']
     assert r['increase_reading'] == 'lower bound' and math.isnan(r['increase_pct'])
     assert r['increase_at_least_pct'] == pytest.approx(900.0)
-    assert S.table5_claims(pd.DataFrame([r]))[0].verdict == INCONCLUSIVE
+    assert ML.table5_claims(pd.DataFrame([r]))[0].verdict == INCONCLUSIVE
 
 
 def test_readings_differ_and_nothing_stable():
     # 2e-3 unstable between stable LRs: max 5e-3, contiguous 1e-3
     df = frame(runs('none', False, {1e-3: (5, 0), 2e-3: (5, 1), 5e-3: (5, 0), 8e-3: (5, 3)}),
                runs('none', True, {1e-3: (5, 2), 2e-3: (5, 3), 5e-3: (5, 3), 8e-3: (5, 3)}))
-    r = S.maxlr_table(df).iloc[0]
+    r = ML.maxlr_table(df).iloc[0]
     assert r['max_lr_without'] == 5e-3 and r['max_lr_contig_without'] == 1e-3
-    assert math.isnan(r['max_lr_with']) and r['bound_with'] == S.BOUND_UPPER
+    assert math.isnan(r['max_lr_with']) and r['bound_with'] == ML.BOUND_UPPER
     assert r['increase_reading'] == 'undetermined' and 'no LR of the grid is stable' in r['note']
 
 
 def test_fine_grid_reproduces_and_decrease_is_not_reproduced():
     grid_runs = lambda kss, k: runs('none', kss, {lr: (5, kk) for lr, kk in zip([2e-3, 3e-3, 4e-3, 5e-3, 6e-3], k)})
     up = frame(grid_runs(False, [0, 0, 3, 5, 5]), grid_runs(True, [0, 0, 0, 0, 5]))
-    r = S.maxlr_table(up).iloc[0]     # 3e-3 -> 5e-3: +67%, bracket (25%, 100%)
+    r = ML.maxlr_table(up).iloc[0]     # 3e-3 -> 5e-3: +67%, bracket (25%, 100%)
     assert r['increase_pct'] == pytest.approx(66.67, abs=0.01)
-    assert S.table5_claims(S.maxlr_table(up))[0].verdict == REPRODUCED
+    assert ML.table5_claims(ML.maxlr_table(up))[0].verdict == REPRODUCED
     down = frame(grid_runs(False, [0, 0, 0, 0, 5]), grid_runs(True, [0, 3, 5, 5, 5]))
-    assert S.table5_claims(S.maxlr_table(down))[0].verdict == NOT_REPRODUCED
+    assert ML.table5_claims(ML.maxlr_table(down))[0].verdict == NOT_REPRODUCED
 
 
 def test_duplicate_configs_count_once():
     a = runs('none', False, {1e-2: (3, 1)})
     df = frame(a, a, runs('none', True, {1e-2: (3, 0)}))
-    per = S.maxlr_per_lr(df)
+    per = ML.maxlr_per_lr(df)
     assert per[~per['kss']]['n'].tolist() == [3]
 
 
 def test_increase_bracket_helper():
-    b = S.increase_bracket(0.002, 0.005, [0.001, 0.002, 0.005, 0.008])
+    b = ML.increase_bracket(0.002, 0.005, [0.001, 0.002, 0.005, 0.008])
     assert b['increase_pct'] == pytest.approx(150.0)
     assert b['bracket_lo'] == pytest.approx(0.0) and b['bracket_hi'] == pytest.approx(300.0)
-    assert S.increase_bracket(0.008, 0.008, [0.001, 0.008])['reading'] == 'undetermined'
+    assert ML.increase_bracket(0.008, 0.008, [0.001, 0.008])['reading'] == 'undetermined'
 
 
 # ----------------------------------------------------------------------------- Tables 7-9
@@ -151,7 +155,7 @@ def test_table8_and_lm_claims():
     assert b['n'] == 6 and b['n_div'] == 1 and k['n_div'] == 0
     assert b['ppl_mean'] == pytest.approx(np.mean([100, 120, 130, 125, 115]))
     assert b['ppl_n'] == 5 and k['ppl_n'] == 6
-    assert b['max_lr'] == 1e-2 and b['max_lr_bound'] == S.BOUND_LOWER   # 1/6 < 20%: the only LR is stable
+    assert b['max_lr'] == 1e-2 and b['max_lr_bound'] == ML.BOUND_LOWER   # 1/6 < 20%: the only LR is stable
     assert b['max_lr_increase_reading'] == 'undetermined'
     assert b['paper_model'] == 'Small d=256, L=6' and b['paper_div_of_24'] == 2 and k['paper_ppl'] == 52.1
     assert t.columns[-1] == 'data' and 'NOT WikiText-103' in b['data']
@@ -185,17 +189,17 @@ def test_table9_and_vit_claims():
 
 @pytest.mark.parametrize('profile', ['smoke', 'small', 'paper'])
 def test_plans_build_valid_configs(profile):
-    for labeled in (S.lm_configs(profile, 'table7'), S.lm_configs(profile, 'table8'), S.vit_configs(profile)):
+    for labeled in (PL.lm_configs(profile, 'table7'), PL.lm_configs(profile, 'table8'), PL.vit_configs(profile)):
         assert labeled
         for lab, cfg in labeled:
             TrainConfig.from_dict(copy.deepcopy(cfg))
-            assert lab['method'] in S.SCALE_ROWS
+            assert lab['method'] in PL.SCALE_ROWS
             assert bool(cfg.get('hooks')) == (lab['method'] == 'KSS')
-    t8 = S.lm_configs(profile, 'table8')
+    t8 = PL.lm_configs(profile, 'table8')
     assert {c['task'] for _, c in t8} == {'wikitext103'} and {c['model_cfg']['norm'] for _, c in t8} == {'pre_ln'}
     if profile != 'smoke':
-        p = S.lm_plan(profile)
+        p = PL.lm_plan(profile)
         assert p['table7']['trials'] >= 6 and p['table8']['trials'] * len(p['table8']['lrs']) >= 6
-        assert S.vit_plan(profile)['trials'] >= 6
+        assert PL.vit_plan(profile)['trials'] >= 6
     with pytest.raises(ValueError):
-        S.lm_configs(profile, 'table9')
+        PL.lm_configs(profile, 'table9')

@@ -3,7 +3,7 @@
 `make test` first executes every notebook with the smoke profile through nbval, writing into a
 temporary results root, and then runs this file with RKSP_FRESH_SMOKE=<that root>/smoke. Each
 committed table must be produced again with the same columns and row keys; each column is checked
-by its class in `rksp.table_check` (plan and paper numbers equal, init spectra within 1e-4 + 1e-3
+by its class in `rksp.experiments.table_check` (plan and paper numbers equal, init spectra within 1e-4 + 1e-3
 |ref|, kappa within 2%, divergence counts and rates within the label flips that another CPU kernel
 set can cause, trained outcomes only for validity). The claims table keeps its claim ids and paper
 values; its verdicts follow the chaotic counts and are only checked to be verdicts.
@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rksp.claims import VERDICTS
-from rksp.table_check import compare_tables
+from rksp.experiments.claims import VERDICTS
+from rksp.experiments.table_check import compare_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / 'results' / 'smoke' / 'tables'

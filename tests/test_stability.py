@@ -1,12 +1,12 @@
-"""Maximum stable learning rate (rksp/stability.py, paper Table 5)."""
+"""Maximum stable learning rate (rksp/experiments/stability.py, paper Table 5)."""
 
 import pandas as pd
 import pytest
 
 from rksp import defaults
-from rksp.stability import (divergence_table, is_stable, lr_increase, max_stable_lr, pick_max_stable_lr,
-                            stability_configs, trial_seeds)
-from rksp.train import ConfigError
+from rksp.experiments.stability import (divergence_table, is_stable, lr_increase, max_stable_lr, pick_max_stable_lr,
+                                        stability_configs, trial_seeds)
+from rksp.errors import ConfigError
 
 TINY = dict(task='recall', preset='tiny', n_train=256, n_val=64, batch_size=16, warmup_steps=0,
             profile_at_init=False, model_cfg={'norm': 'none'}, steps=15)

@@ -1,4 +1,4 @@
-"""KSS and the baselines as harness hooks (rksp/stabilizers.py): every method row runs,
+"""KSS and the baselines as harness hooks (rksp/methods/stabilizers.py): every method row runs,
 each baseline moves training the expected way, bad parameters fail before the run."""
 
 import json
@@ -10,12 +10,17 @@ import torch.nn.functional as F
 
 from rksp import defaults
 from rksp.models.gpt import GPT
-from rksp.snapshots import residual_states
-from rksp.stabilizers import (ALIASES, GRAD_PENALTY_LAMBDA, KSS_ALPHA_SWEEP, METHODS, TABLES,
-                              ActivationVarianceHooks, GradPenaltyHooks, JacobianPenaltyHooks, KSSHooks,
-                              RandomL2Hooks, apply_method, block_linears, canonical_method,
-                              hutchinson_frobenius_sq, merge_overrides, method_config)
-from rksp.train import HOOKS, ConfigError, FunctionHooks, StepOutputs, TrainConfig, train
+from rksp.core.snapshots import residual_states
+from rksp.methods.rows import (ALIASES, KSS_ALPHA_SWEEP, METHODS, TABLES, apply_method, canonical_method,
+                               merge_overrides, method_config)
+from rksp.methods.stabilizers import (GRAD_PENALTY_LAMBDA, ActivationVarianceHooks, GradPenaltyHooks,
+                                      JacobianPenaltyHooks, KSSHooks, RandomL2Hooks, block_linears,
+                                      hutchinson_frobenius_sq)
+from rksp.harness.registry import HOOKS
+from rksp.errors import ConfigError
+from rksp.harness.hooks import FunctionHooks, StepOutputs
+from rksp.harness.config import TrainConfig
+from rksp.harness.loop import train
 
 TINY = dict(task='recall', preset='tiny', n_train=256, n_val=64, batch_size=16, warmup_steps=0,
             profile_at_init=False, model_cfg={'norm': 'none'})
@@ -88,7 +93,7 @@ def test_merge_and_apply_compose_hooks_and_dicts():
     sam = apply_method(base, 'KSS + SAM (α=0.10, ρ=0.05)')
     assert {'target': 'sam', 'kwargs': {'rho': 0.05}} in sam['hooks']
     assert {'target': 'kss', 'kwargs': {'alpha': 0.10, 'projection': 'pod'}} in sam['hooks']
-    # LAMB + warmup: a quarter of the run (rksp.optim), given the base's steps
+    # LAMB + warmup: a quarter of the run (rksp.methods.optim), given the base's steps
     assert apply_method(base, 'LAMB + warmup')['warmup_steps'] == 100
 
 

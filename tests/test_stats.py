@@ -1,4 +1,4 @@
-"""Tests of rksp.stats: AUROC (+ bootstrap CI), predictor tables, CV logistic, ECE, Fisher, Wilson."""
+"""Tests of rksp.experiments.stats: AUROC (+ bootstrap CI), predictor tables, CV logistic, ECE, Fisher, Wilson."""
 import math
 
 import matplotlib
@@ -10,7 +10,8 @@ import pytest  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from rksp import defaults, stats  # noqa: E402
+from rksp import defaults
+from rksp.experiments import stats  # noqa: E402
 from rksp.errors import RKSPInputError  # noqa: E402
 
 
@@ -300,7 +301,7 @@ def test_mean_sd():
 
 
 def test_wilson_bounds_are_exact_at_zero_and_all():
-    from rksp.stats import wilson
+    from rksp.experiments.stats import wilson
     for n in (1, 3, 9, 24, 1000):
         assert wilson(0, n)[0] == 0.0 and wilson(n, n)[1] == 1.0
         assert 0.0 < wilson(0, n)[1] < 1.0 and 0.0 < wilson(n, n)[0] < 1.0

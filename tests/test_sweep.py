@@ -1,4 +1,4 @@
-"""Tests of rksp/sweep.py: grid, hashing, atomic records, resume after a kill, executors, CLI."""
+"""Tests of rksp/harness/sweep.py: grid, hashing, atomic records, resume after a kill, executors, CLI."""
 
 import json
 import os
@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from rksp.sweep import (ConfigError, atomic_write_json, cli_main, config_hash, grid, load_records, read_record,
-                        run, validate_configs)
-from rksp.train import TrainConfig, TrainHooks, comparable
+from rksp.errors import ConfigError
+from rksp.harness.record import atomic_write_json, load_records, read_record
+from rksp.harness.sweep import cli_main, grid, run, validate_configs
+from rksp.harness.config import config_hash
+from rksp.harness.config import TrainConfig
+from rksp.harness.hooks import TrainHooks
+from rksp.harness.record import comparable
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -138,7 +142,7 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on_then_retried(tmp_path, cap
 _KILL_SCRIPT = textwrap.dedent('''
     import sys
     sys.path[:0] = [{repo!r}, {tests!r}]
-    from rksp.sweep import run
+    from rksp.harness.sweep import run
     run({cfgs!r}, {out!r}, executor='serial', progress=False)
 ''')
 
@@ -241,7 +245,7 @@ def test_local_workers_exit_when_the_sweep_process_is_killed(tmp_path):
     import time as _time
     script = tmp_path / 'slow_sweep.py'
     script.write_text(
-        "import sys\nfrom rksp.sweep import run\n"
+        "import sys\nfrom rksp.harness.sweep import run\n"
         "cfg = dict(task='recall', preset='tiny', n_train=256, n_val=16, batch_size=8, steps=100000, "
         "warmup_steps=0, profile_at_init=False)\n"
         "run([dict(cfg, seed=s) for s in (1, 2)], sys.argv[1], executor='local', n_workers=2, progress=False)\n")

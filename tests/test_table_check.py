@@ -1,9 +1,9 @@
-"""rksp.table_check: which differences between a committed and a fresh table are allowed."""
+"""rksp.experiments.table_check: which differences between a committed and a fresh table are allowed."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from rksp.table_check import column_class, compare_tables, flip_allowance, invariants
+from rksp.experiments.table_check import column_class, compare_tables, flip_allowance, invariants
 
 REF = pd.DataFrame({'method': ['No control', 'KSS'], 'n': [8, 8], 'n_div': [4, 2], 'div_pct': [50.0, 25.0],
                     'div_ci_lo': [21.5, 7.1], 'div_ci_hi': [78.5, 59.1], 'acc_pct': [10.0, 12.0],

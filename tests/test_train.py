@@ -1,4 +1,4 @@
-"""Tests of the training harness (rksp/train.py): tiny configs, a few seconds each."""
+"""Tests of the training harness (rksp/harness/): tiny configs, a few seconds each."""
 
 import json
 import math
@@ -9,8 +9,13 @@ import torch
 
 from rksp.defaults import DIVERGE_GRAD_NORM, DIVERGE_LOSS, SPIKE_FACTOR, SPIKE_WINDOW
 from rksp.models.gpt import NORMS
-from rksp.train import (ConfigError, FunctionHooks, TrainConfig, TrainHooks, capture_residuals, comparable,
-                        divergence_check, gradient_baselines, loss_spike_count, lr_factor, train)
+from rksp.errors import ConfigError
+from rksp.harness.hooks import FunctionHooks, TrainHooks
+from rksp.harness.config import TrainConfig
+from rksp.core.snapshots import residual_states as capture_residuals
+from rksp.harness.record import comparable
+from rksp.harness.labels import divergence_check, gradient_baselines, loss_spike_count
+from rksp.harness.loop import lr_factor, train
 
 TINY = dict(task='recall', preset='tiny', n_train=256, n_val=64, batch_size=16, warmup_steps=0,
             profile_at_init=False)
@@ -350,12 +355,12 @@ def test_baselines_of_a_short_or_diverged_run_use_what_exists():
 
 
 def test_profile_failure_is_recorded_and_training_goes_on(monkeypatch):
-    import rksp.profiling
+    import rksp.core.profiling
 
     def broken(*a, **k):
         raise ValueError('degenerate snapshots')
 
-    monkeypatch.setattr(rksp.profiling, 'profile', broken)
+    monkeypatch.setattr(rksp.core.profiling, 'profile', broken)
     with pytest.warns(RuntimeWarning, match='profile at init failed'):
         rec = train(tiny(steps=3, profile_at_init=True))
     assert rec['profile'] is None and rec['profile_error'] == 'ValueError: degenerate snapshots'
@@ -444,7 +449,7 @@ def test_profile_at_end_profiles_the_trained_model_only_when_not_diverged():
 
 
 def test_gradient_baselines_of_a_diverged_run_leave_out_the_divergence_step():
-    from rksp.sweep import record_to_row
+    from rksp.harness.record import record_to_row
     rec = train(tiny(model_cfg={'norm': 'none'}, steps=20, lr=1e-3), hooks=_ScaleWeightsAt(3))
     assert rec['diverged'] and rec['div_step'] == 4
     c = rec['curves']

@@ -60,7 +60,7 @@ def derive_seed(seed: int, stream: str) -> int:
     return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
-def _check_int(name: str, value, minimum: int) -> int:
+def check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
@@ -83,10 +83,10 @@ def make_recall(
     Keys are distinct tokens from ``0 .. vocab_size//2 - 1``; values come from
     ``vocab_size//2 .. vocab_size - 1``; filler is uniform over the vocabulary.
     """
-    n = _check_int("n", n, 1)
-    vocab_size = _check_int("vocab_size", vocab_size, 2)
-    n_pairs = _check_int("n_pairs", n_pairs, 1)
-    seq_len = _check_int("seq_len", seq_len, 1)
+    n = check_int("n", n, 1)
+    vocab_size = check_int("vocab_size", vocab_size, 2)
+    n_pairs = check_int("n_pairs", n_pairs, 1)
+    seq_len = check_int("seq_len", seq_len, 1)
     n_keys = vocab_size // 2
     if n_pairs > n_keys:
         raise ValueError(
@@ -152,8 +152,8 @@ class RecallTask:
         # a plain attribute, not a dataclass field: asdict() stays the config only
         self._cache: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
         # validate eagerly (cheaply) so a bad config fails at construction
-        _check_int("n_train", self.n_train, 1)
-        _check_int("n_val", self.n_val, 1)
+        check_int("n_train", self.n_train, 1)
+        check_int("n_val", self.n_val, 1)
         make_recall(1, self.seq_len, self.vocab_size, self.n_pairs, seed=0)
 
     @property

@@ -37,7 +37,7 @@ from typing import Dict, Tuple, Union
 import numpy as np
 import torch
 
-from .recall import _check_int, derive_seed
+from .recall import check_int, derive_seed
 
 __all__ = [
     "SPECIAL_TOKENS",
@@ -87,9 +87,9 @@ def make_synthetic_lm(
     LongTensor ``[n, seq_len]`` of per-token segment types (0 repetition,
     1 sequential, 2 random).
     """
-    n = _check_int("n", n, 1)
-    seq_len = _check_int("seq_len", seq_len, 1)
-    vocab_size = _check_int("vocab_size", vocab_size, SPECIAL_TOKENS + RUN_LEN[1])
+    n = check_int("n", n, 1)
+    seq_len = check_int("seq_len", seq_len, 1)
+    vocab_size = check_int("vocab_size", vocab_size, SPECIAL_TOKENS + RUN_LEN[1])
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     lo, hi = SPECIAL_TOKENS, vocab_size  # tokens in [lo, hi)
@@ -172,8 +172,8 @@ class SyntheticLMTask:
     def __post_init__(self) -> None:
         # a plain attribute, not a dataclass field: asdict() stays the config only
         self._cache: Dict[tuple, torch.Tensor] = {}
-        _check_int("n_train", self.n_train, 1)
-        _check_int("n_val", self.n_val, 1)
+        check_int("n_train", self.n_train, 1)
+        check_int("n_val", self.n_val, 1)
         make_synthetic_lm(1, self.seq_len, self.vocab_size, seed=0, mode=self.mode)
 
     @property

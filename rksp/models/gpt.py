@@ -22,7 +22,7 @@ Per-norm block (f = attention or MLP sub-layer, applied twice per block):
 `deepnorm_pre` (EXTRA_NORMS) is the "DeepNorm captured before any LayerNorm" variant of issue 14:
 the DeepNet alpha-scaled skip with the LayerNorm moved onto the branch input, so the residual
 stream the profiler captures is alpha*h + f(...) itself, never normalized. The paper's DeepNorm
-row (M~1 0.00, M>1 1.00, rho 3.94) is checked against it in `rksp.init_study`.
+row (M~1 0.00, M>1 1.00, rho 3.94) is checked against it in `rksp.experiments.init_study`.
 
 Init (`GPTConfig.init`, rksp/defaults.py INIT / INIT_STD; the paper states none, only
 "GPT-2-style"):
@@ -59,6 +59,10 @@ NORMS = ('pre_ln', 'post_ln', 'rmsnorm', 'deepnorm', 'subln', 'none')
 # block layouts beyond the paper's six (module docstring); GPT only
 EXTRA_NORMS = ('deepnorm_pre',)
 ALL_NORMS = NORMS + EXTRA_NORMS
+# display names (tables, figures); the paper's spelling for its six
+NORM_NAMES = {'pre_ln': 'Pre-LN', 'post_ln': 'Post-LN', 'rmsnorm': 'RMSNorm', 'deepnorm': 'DeepNorm',
+              'subln': 'SubLN', 'none': 'No-Norm'}
+EXTRA_NORM_NAMES = {'deepnorm_pre': 'DeepNorm (α-skip, pre-LN capture)'}
 # weight initializations (module docstring)
 INITS = defaults.INIT_CHOICES   # ('gpt2', 'normal', 'torch')
 

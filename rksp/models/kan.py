@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .moe import MOE_NORMS, _TransformerLM
+from .moe import MOE_NORMS, TransformerLM
 
 KAN_NORMS = MOE_NORMS
 
@@ -266,7 +266,7 @@ class KANMLP(nn.Module):
         return self.fc2(self.fc1(x))
 
 
-class KANTransformer(_TransformerLM):
+class KANTransformer(TransformerLM):
     """GPT-style causal transformer with KAN MLPs. forward(idx [B, T]) -> logits [B, T, vocab]."""
 
     def __init__(self, config: KANConfig):

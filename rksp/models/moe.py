@@ -186,7 +186,7 @@ class TransformerBlock(nn.Module):
         return h + self.mlp(self.ln_2(h))
 
 
-class _TransformerLM(nn.Module):
+class TransformerLM(nn.Module):
     """Shared GPT skeleton for the MoE and KAN transformers: token + learned position
     embeddings -> blocks -> final norm (pre-norm layouts only) -> head tied to wte."""
 
@@ -234,7 +234,7 @@ class _TransformerLM(nn.Module):
         return torch.zeros((), device=self.wte.weight.device)
 
 
-class MoEGPT(_TransformerLM):
+class MoEGPT(TransformerLM):
     """GPT with top-k MoE MLPs. forward(idx [B, T]) -> logits [B, T, vocab].
 
     `aux_loss()`: lambda-weighted load-balancing loss of the last forward (mean over

@@ -1,0 +1,494 @@
+"""Helpers of the method-comparison notebooks 04-06 (Tables 3, 4, 6, 13, 14 and Fig. 2).
+
+They sit on top of :func:`rksp.experiments.tables.methods.method_table` (one row per method) and the tidy run
+frame of :func:`rksp.experiments.runs.run_labeled` (one row per run, columns ``method``, ``diverged``,
+``diverged_total_grad``, ``div_step``, ``div_step_total_grad``, ``steps``, ``steps_done``,
+``lr``, ``val_acc``, ``end_score``, ``steps_per_sec``, ``hooks``, ``status``).
+
+Two divergence labels are read everywhere (``label`` argument):
+
+* ``'task'``  -> column ``diverged`` / ``div_step``: loss > 50 or the *task-loss* gradient norm
+  > 500 (``rksp.defaults.DIV_GRAD = 'task'``, the harness's label);
+* ``'total'`` -> column ``diverged_total_grad`` / ``div_step_total_grad``: the same rule on the
+  gradient actually applied (task + regularizer, e.g. KSS's own gradient).
+
+Degenerate input (no run, no divergence, fewer than 3 points) never raises: the value is NaN
+and a ``note`` says why. Rates and differences are in percent / percentage points (pp).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+from scipy import stats as _sps
+
+from rksp.experiments import paper as P
+from rksp.experiments.claims import Claim, counts_direction_claim, flip_note  # noqa: F401 (MT.counts_direction_claim)
+from rksp.experiments.paper import PAPER_BEST_LR, PAPER_MECHANISM
+from rksp.experiments.stats import fisher_exact, wilson
+from rksp.experiments.stats import pearson, rate_difference
+from rksp.experiments.tables.common import data_used, finite_mean, ok_runs, overhead_pct
+from rksp.methods.rows import KSS_ALPHA_SWEEP
+from rksp.methods.rows import REFERENCE, TABLES
+
+
+def method_table(rows: pd.DataFrame, methods: Sequence[str], reference: str = REFERENCE,
+                 paper_rows: Optional[Dict[str, Dict[str, Any]]] = None) -> pd.DataFrame:
+    """One row per method: divergence (k/n, %, Wilson 95% CI, Fisher p vs `reference`), the same
+    rate under the total-gradient label, accuracy of the runs that did not diverge, M≈1 at init
+    and after training, per-step overhead, and the paper's values beside ours."""
+    paper_rows = P.METHOD_ROWS if paper_rows is None else paper_rows
+    ok = ok_runs(rows)
+    over = overhead_pct(rows, 'method', reference)
+    ref = ok[ok['method'] == reference]
+    kr, nr = int(ref['diverged'].astype(bool).sum()), len(ref)
+    out = []
+    for m in methods:
+        g = ok[ok['method'] == m]
+        n, k = len(g), int(g['diverged'].astype(bool).sum()) if len(g) else 0
+        lo, hi = wilson(k, n) if n else (float('nan'), float('nan'))
+        kt = int(g['diverged_total_grad'].fillna(False).astype(bool).sum()) if 'diverged_total_grad' in g else k
+        conv = g[~g['diverged'].astype(bool)]
+        pr = paper_rows.get(m, {})
+        out.append({
+            'method': m, 'n': n, 'n_div': k, 'div_pct': 100.0 * k / n if n else float('nan'),
+            'div_ci_lo': 100.0 * lo, 'div_ci_hi': 100.0 * hi,
+            'fisher_p_vs_ref': fisher_exact(k, n, kr, nr)['p'] if (m != reference and n and nr) else float('nan'),
+            'div_pct_total_grad_label': 100.0 * kt / n if n else float('nan'),
+            'acc_pct': 100.0 * finite_mean(conv['val_acc']) if len(conv) else float('nan'),
+            'm_near_unit_init': finite_mean(g.get('prof_score', pd.Series(dtype=float))),
+            'm_near_unit_end': finite_mean(conv.get('end_score', pd.Series(dtype=float))),
+            'overhead_pct': over.get(m, float('nan')) if m != reference else float('nan'),
+            'paper_div_pct': pr.get('div_pct', float('nan')), 'paper_acc_pct': pr.get('acc_pct', float('nan')),
+            'paper_m_near_unit': pr.get('m_near_unit', float('nan')), 'paper_overhead': P.OVERHEAD.get(m, ''),
+            'data': data_used(g),
+        })
+    return pd.DataFrame(out)
+
+NAN = float('nan')
+
+LABEL_COLS = {'task': 'diverged', 'total': 'diverged_total_grad'}
+
+STEP_COLS = {'task': 'div_step', 'total': 'div_step_total_grad'}
+
+LABEL_NAMES = {'task': 'task-gradient label (harness default)', 'total': 'total-gradient label'}
+
+# α of each row of the KSS dose-response (Fig. 2); No control is the α = 0 point.
+ALPHA_OF: Dict[str, float] = {REFERENCE: 0.0, **dict(zip(TABLES['alpha_sweep'], KSS_ALPHA_SWEEP))}
+
+
+def join_notes(*notes: str) -> str:
+    """Non-empty notes joined by '; '."""
+    return '; '.join(n for n in notes if n)
+
+_join = join_notes
+
+
+def _flags(g: pd.DataFrame, label: str) -> pd.Series:
+    col = LABEL_COLS[label]
+    if col not in g:
+        col = 'diverged'
+    return g[col].fillna(False).astype(bool)
+
+
+def div_counts(rows: pd.DataFrame, method: str, label: str = 'task') -> Tuple[int, int]:
+    """(k diverged, n finished runs) of one method under `label` ('task' or 'total')."""
+    g = ok_runs(rows)
+    g = g[g['method'] == method]
+    return int(_flags(g, label).sum()), int(len(g))
+
+
+def method_table_full(rows: pd.DataFrame, methods: Sequence[str], reference: str = REFERENCE,
+                      paper_rows: Optional[Dict[str, Dict[str, Any]]] = None) -> pd.DataFrame:
+    """:func:`rksp.experiments.tables.methods.method_table` plus what Tables 3/4/6/13/14 need beside it:
+    the count and Fisher p under the total-gradient label, the number of runs behind
+    "M≈1 after training" (non-diverged runs with a final profile), and a ``note`` column
+    (failed runs, nothing measurable, SAM's label reading the applied gradient)."""
+    base = method_table(rows, methods, reference=reference, paper_rows=paper_rows)
+    ok = ok_runs(rows)
+    kr, nr = div_counts(rows, reference, 'total')
+    extra = []
+    for m in methods:
+        g = ok[ok['method'] == m]
+        kt, n = div_counts(rows, m, 'total')
+        conv = g[~_flags(g, 'task')]
+        n_end = int(pd.to_numeric(conv.get('end_score', pd.Series(dtype=float)), errors='coerce').notna().sum())
+        n_failed = int(((rows['method'] == m) & (rows['status'] != 'ok')).sum()) if 'status' in rows else 0
+        hooks = ' '.join(map(str, g.get('hooks', pd.Series(dtype=str)).fillna('')))
+        notes = []
+        if n_failed:
+            notes.append(f'{n_failed} failed run(s) excluded')
+        if n == 0:
+            notes.append('no finished run')
+        elif len(conv) == 0:
+            notes.append('every run diverged: Acc. and M≈1 after training not measurable')
+        elif n_end == 0:
+            notes.append('no final profile: M≈1 after training not measurable')
+        if '"sam"' in hooks:
+            notes.append('SAM owns the step: its task label reads the applied (total) gradient')
+        extra.append({
+            'n_div_total_grad': kt,
+            'fisher_p_vs_ref_total_grad_label': (fisher_exact(kt, n, kr, nr)['p']
+                                                 if (m != reference and n and nr) else NAN),
+            'n_m_end': n_end, 'note': _join(*notes),
+        })
+    ex = pd.DataFrame(extra, index=base.index)
+    out = pd.concat([base, ex], axis=1)
+    first = ['method', 'n', 'n_div', 'div_pct', 'div_ci_lo', 'div_ci_hi', 'fisher_p_vs_ref', 'n_div_total_grad',
+             'div_pct_total_grad_label', 'fisher_p_vs_ref_total_grad_label']
+    rest = [c for c in out.columns if c not in first and c not in ('data', 'note')]
+    return out[first + rest + ['data', 'note']]
+
+
+def rate_diff(rows: pd.DataFrame, a: str, b: str, label: str = 'task', alpha: float = 0.05) -> Dict[str, float]:
+    """Divergence rate of `a` minus that of `b` in percentage points with Newcombe's CI and the
+    two-sided Fisher p (:func:`rksp.experiments.stats.rate_difference`); also the counts and the rates (%)."""
+    ka, na = div_counts(rows, a, label)
+    kb, nb = div_counts(rows, b, label)
+    if na == 0 or nb == 0:
+        return dict(delta=NAN, lo=NAN, hi=NAN, p=NAN, rate_a=NAN, rate_b=NAN, ka=ka, na=na, kb=kb, nb=nb,
+                    note='a group has no finished run')
+    r = rate_difference(ka, na, kb, nb, alpha)
+    return dict(delta=100 * r['delta'], lo=100 * r['lo'], hi=100 * r['hi'], p=r['p'], rate_a=100 * r['p1'],
+                rate_b=100 * r['p2'], ka=ka, na=na, kb=kb, nb=nb, note='')
+
+
+def relative_reduction(rows: pd.DataFrame, method: str, reference: str = REFERENCE, label: str = 'task') -> float:
+    """100 (1 - rate(method) / rate(reference)), the paper's "x% divergence reduction" (Tables 13,
+    14: μP 38%, LAMB 31%); NaN when the reference has no run or no divergence."""
+    km, nm = div_counts(rows, method, label)
+    kr, nr = div_counts(rows, reference, label)
+    if not (nm and nr and kr):
+        return NAN
+    return 100.0 * (1.0 - (km / nm) / (kr / nr))
+
+
+def paper_relative_reduction(method: str, reference: str = REFERENCE) -> float:
+    """The same from the paper's rows (Tables 13/14: 1 - 41.7/66.7 = 37.5% for μP, 31.3% for LAMB)."""
+    return 100.0 * (1.0 - _paper_div(method) / _paper_div(reference))
+
+
+def _paper_div(m: str, paper_rows: Optional[Mapping[str, Mapping[str, Any]]] = None) -> float:
+    rows = P.METHOD_ROWS if paper_rows is None else paper_rows
+    return float(rows.get(m, {}).get('div_pct', NAN))
+
+
+def rate_difference_claim(id: str, description: str, rows: pd.DataFrame, a: str, b: str, label: str = 'task',
+                          paper_rows: Optional[Mapping[str, Mapping[str, Any]]] = None, notes: str = '',
+                          expected_sign: int = -1) -> Claim:
+    """"`a` diverges less than `b`": :func:`counts_direction_claim` on rate(a) - rate(b) (pp); the paper
+    value is the paper's difference of the two rows."""
+    ka, na = div_counts(rows, a, label)
+    kb, nb = div_counts(rows, b, label)
+    paper = _paper_div(a, paper_rows) - _paper_div(b, paper_rows)
+    counts = f"{a}: {ka}/{na}, {b}: {kb}/{nb} ({LABEL_NAMES[label]})"
+    return counts_direction_claim(id, description, round(paper, 1), ka, na, kb, nb, expected_sign,
+                                  notes=_join(counts, notes))
+
+
+def lowest_rate_claim(id: str, description: str, rows: pd.DataFrame, target: str, methods: Sequence[str],
+                      label: str = 'task', paper_rows: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                      notes: str = '') -> Claim:
+    """"`target` has the lowest Div.% of the table": rate(target) - rate(best other row of
+    `methods`), judged like :func:`rate_difference_claim` (expected negative). The best other
+    row is the one with the lowest rate among rows with at least one finished run (ties: the
+    first in table order); the paper value is the paper's target minus its best other row."""
+    others = [m for m in methods if m != target and div_counts(rows, m, label)[1] > 0]
+    if not others:
+        return Claim.direction(id, description, NAN, NAN, None, notes=_join('no other row has runs', notes),
+                               expected_sign=-1, p=NAN)
+    rates = [div_counts(rows, m, label) for m in others]
+    best = others[int(np.argmin([k / n for k, n in rates]))]
+    pr = [m for m in methods if m != target and not math.isnan(_paper_div(m, paper_rows))]
+    paper_best = min(pr, key=lambda m: _paper_div(m, paper_rows)) if pr else None
+    c = rate_difference_claim(id, description, rows, target, best, label, paper_rows,
+                              notes=_join(f'best other row here: {best}', notes))
+    c.paper_value = (round(_paper_div(target, paper_rows) - _paper_div(paper_best, paper_rows), 1)
+                     if paper_best else NAN)
+    if paper_best:
+        c.notes = _join(c.notes, f"paper's best other row: {paper_best}")
+    return c
+
+
+def risk_ratio(k1: int, n1: int, k2: int, n2: int, alpha: float = 0.05) -> Dict[str, Any]:
+    """Risk ratio (k1/n1) / (k2/n2) with Katz's log CI. When a count is 0 (or k = n, where the
+    log-variance term vanishes) 0.5 is added to each k and 1 to each n (noted). NaN if a group
+    is empty or both counts are 0. Paper use: "KSS's 5.3x reduction" = rate(No control) / rate(KSS)."""
+    k1, n1, k2, n2 = (int(v) for v in (k1, n1, k2, n2))
+    if n1 == 0 or n2 == 0:
+        return dict(rr=NAN, lo=NAN, hi=NAN, note='empty group')
+    if k1 == 0 and k2 == 0:
+        return dict(rr=NAN, lo=NAN, hi=NAN, note='no divergence in either group')
+    note = ''
+    a, b, c, d = float(k1), float(n1), float(k2), float(n2)
+    if k1 == 0 or k2 == 0:
+        a, b, c, d = a + 0.5, b + 1.0, c + 0.5, d + 1.0
+        note = 'a zero count: 0.5 added to each k and 1 to each n'
+    rr = (a / b) / (c / d)
+    se = math.sqrt(max(0.0, 1 / a - 1 / b + 1 / c - 1 / d))
+    z = float(_sps.norm.ppf(1 - alpha / 2))
+    return dict(rr=rr, lo=rr * math.exp(-z * se), hi=rr * math.exp(z * se), note=note)
+
+
+def reduction_factor_claim(id: str, description: str, rows: pd.DataFrame, method: str,
+                           reference: str = REFERENCE, label: str = 'task',
+                           paper_rows: Optional[Mapping[str, Mapping[str, Any]]] = None, notes: str = '',
+                           **rule_kw: Any) -> Claim:
+    """"`method` reduces divergence by the paper's factor": :meth:`Claim.interval` on
+    rate(reference) / rate(method) with the Katz CI (:func:`risk_ratio`)."""
+    kr, nr = div_counts(rows, reference, label)
+    km, nm = div_counts(rows, method, label)
+    rr = risk_ratio(kr, nr, km, nm)
+    pm = _paper_div(method, paper_rows)
+    paper = _paper_div(reference, paper_rows) / pm if pm else NAN
+    def verdict(a: int, n_a: int, b: int, n_b: int) -> str:
+        q = risk_ratio(a, n_a, b, n_b)
+        return Claim.interval(id, description, round(paper, 2), q['rr'], (q['lo'], q['hi']), **rule_kw).verdict
+    return Claim.interval(id, description, round(paper, 2), rr['rr'], (rr['lo'], rr['hi']),
+                          notes=_join(f'{reference}: {kr}/{nr}, {method}: {km}/{nm} ({LABEL_NAMES[label]})',
+                                      rr['note'], notes, flip_note(verdict, kr, nr, km, nm)), **rule_kw)
+
+
+def cochran_armitage(doses: Sequence[float], k: Sequence[int], n: Sequence[int]) -> Dict[str, Any]:
+    """Cochran-Armitage test for a linear trend of a proportion across ordered doses.
+
+    T = sum_i x_i (k_i - n_i p), Var T = p (1 - p) [sum n_i x_i^2 - (sum n_i x_i)^2 / N], z = T / sqrt(Var),
+    two-sided normal p (p = pooled rate, N = sum n). z < 0: the rate falls with the dose.
+    Groups with n = 0 are dropped. ``dict(z, p, n_groups, note)``; NaN with a note when fewer
+    than 2 doses, no variation in the doses, or a pooled rate of 0 or 1."""
+    x, k, n = (np.asarray(v, float) for v in (doses, k, n))
+    keep = n > 0
+    x, k, n = x[keep], k[keep], n[keep]
+    out = dict(z=NAN, p=NAN, n_groups=int(x.size), note='')
+    if x.size < 2 or np.ptp(x) == 0:
+        out['note'] = 'fewer than 2 distinct doses with runs'
+        return out
+    N = n.sum()
+    pbar = k.sum() / N
+    if pbar in (0.0, 1.0):
+        out['note'] = 'no divergence at any dose' if pbar == 0 else 'every run diverged'
+        return out
+    T = float((x * (k - n * pbar)).sum())
+    var = pbar * (1 - pbar) * float((n * x * x).sum() - (n * x).sum() ** 2 / N)
+    z = T / math.sqrt(var)
+    out.update(z=z, p=float(2 * _sps.norm.sf(abs(z))))
+    return out
+
+
+def spearman(x: Any, y: Any) -> Dict[str, Any]:
+    """Spearman rank correlation with scipy's two-sided p over the finite pairs;
+    ``dict(r, p, n, note)``, NaN when n < 3 or an input is constant."""
+    x = np.asarray(pd.to_numeric(pd.Series(list(x)), errors='coerce'), float)
+    y = np.asarray(pd.to_numeric(pd.Series(list(y)), errors='coerce'), float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = int(x.size)
+    if n < 3:
+        return dict(r=NAN, p=NAN, n=n, note='fewer than 3 finite pairs')
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return dict(r=NAN, p=NAN, n=n, note='constant input')
+    res = _sps.spearmanr(x, y)
+    return dict(r=float(res.statistic), p=float(res.pvalue), n=n, note='')
+
+
+def dose_response(rows: pd.DataFrame, doses: Optional[Mapping[str, float]] = None) -> pd.DataFrame:
+    """One row per dose (Fig. 2: KSS weight α, No control = α 0): n, divergence count / rate (%)
+    with Wilson 95% CI under both labels, and M≈1 after training (mean, SD and count over the
+    non-diverged runs with a final profile). Doses without runs are kept with n = 0 and NaNs."""
+    doses = ALPHA_OF if doses is None else doses
+    ok = ok_runs(rows)
+    out = []
+    for m, a in sorted(doses.items(), key=lambda kv: kv[1]):
+        g = ok[ok['method'] == m]
+        row: Dict[str, Any] = {'alpha': float(a), 'method': m, 'n': int(len(g))}
+        for lab, suf in (('task', ''), ('total', '_total_grad')):
+            k = int(_flags(g, lab).sum())
+            lo, hi = wilson(k, len(g)) if len(g) else (NAN, NAN)
+            row.update({f'n_div{suf}': k, f'div_pct{suf}': 100 * k / len(g) if len(g) else NAN,
+                        f'div_ci_lo{suf}': 100 * lo, f'div_ci_hi{suf}': 100 * hi})
+        conv = g[~_flags(g, 'task')]
+        e = pd.to_numeric(conv.get('end_score', pd.Series(dtype=float)), errors='coerce').dropna()
+        row.update({'m_near_unit_end': float(e.mean()) if len(e) else NAN,
+                    'm_near_unit_end_sd': float(e.std(ddof=1)) if len(e) > 1 else NAN, 'n_m_end': int(len(e)),
+                    'paper_div_pct': _paper_div(m), 'paper_m_near_unit': float(P.METHOD_ROWS.get(m, {}).get(
+                        'm_near_unit', NAN))})
+        row['note'] = 'no finished run' if not len(g) else ('M≈1 after training: no non-diverged run'
+                                                             if not len(e) else '')
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def dose_trend(dr: pd.DataFrame) -> pd.DataFrame:
+    """Trend statistics of a :func:`dose_response` table, one row per quantity: Spearman ρ of α
+    vs Div.% (both labels) and vs M≈1 after training over the doses with runs, and the
+    Cochran-Armitage trend test on the run counts (z < 0: divergence falls with α)."""
+    has = dr[dr['n'] > 0]
+    rows = []
+    for q, col, lab in (('Div.% vs α', 'div_pct', 'task'), ('Div.% vs α', 'div_pct_total_grad', 'total'),
+                        ('M≈1 after training vs α', 'm_near_unit_end', 'task')):
+        s = spearman(has['alpha'], has[col])
+        kcol = 'n_div' if lab == 'task' else 'n_div_total_grad'
+        ca = (cochran_armitage(has['alpha'], has[kcol], has['n']) if col.startswith('div')
+              else dict(z=NAN, p=NAN, note='not a proportion'))
+        rows.append({'quantity': q, 'label': LABEL_NAMES[lab], 'spearman_r': s['r'], 'spearman_p': s['p'],
+                     'n_doses': s['n'], 'cochran_armitage_z': ca['z'], 'cochran_armitage_p': ca['p'],
+                     'note': _join(s['note'], ca['note'] if col.startswith('div') else '')})
+    return pd.DataFrame(rows)
+
+
+def survival_curve(rows: pd.DataFrame, group: str = 'method', label: str = 'task',
+                   groups: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Kaplan-Meier fraction of runs not yet diverged vs step, per group.
+
+    Event time = the divergence step under `label` (``div_step`` / ``div_step_total_grad``);
+    a run without that event is censored at ``steps_done`` (normally the full run; under the
+    total label a run stopped early by the task label is censored at its stop). Rows: group,
+    step, n_at_risk, n_events, frac_surviving; each group starts at step 0 with 1.0 and ends at
+    its last censoring or event step. Without censoring before the end, frac_surviving at step
+    s is simply 1 - (#runs diverged by s) / n."""
+    ok = ok_runs(rows)
+    groups = list(dict.fromkeys(ok[group])) if groups is None else list(groups)
+    scol = STEP_COLS[label]
+    out = []
+    for gname in groups:
+        g = ok[ok[group] == gname]
+        if not len(g):
+            continue
+        ev = pd.to_numeric(g[scol], errors='coerce') if scol in g else pd.Series(NAN, index=g.index)
+        done = pd.to_numeric(g['steps_done'] if 'steps_done' in g else g['steps'], errors='coerce')
+        has = ev.notna().to_numpy()
+        t = np.where(has, ev.to_numpy(float), done.to_numpy(float))
+        s = 1.0
+        out.append({group: gname, 'step': 0, 'n_at_risk': int(len(g)), 'n_events': 0, 'frac_surviving': 1.0})
+        for tt in np.unique(t[has]):
+            at_risk = int((t >= tt).sum())
+            d = int(((t == tt) & has).sum())
+            s *= 1 - d / at_risk
+            out.append({group: gname, 'step': int(tt), 'n_at_risk': at_risk, 'n_events': d, 'frac_surviving': s})
+        end = float(np.nanmax(t)) if len(t) else NAN
+        if np.isfinite(end) and end > out[-1]['step']:
+            out.append({group: gname, 'step': int(end), 'n_at_risk': int((t >= end).sum()), 'n_events': 0,
+                        'frac_surviving': s})
+    return pd.DataFrame(out, columns=[group, 'step', 'n_at_risk', 'n_events', 'frac_surviving'])
+
+
+def best_lr_in_band(rows: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """Table 14's "Best LR", as far as the runs can tell: per method, the LR of the band with
+    the highest mean val_acc over its non-diverged runs (ties: the lower LR). It can only be one
+    of the band's LRs; NaN with a note when every run diverged."""
+    ok = ok_runs(rows)
+    out = []
+    for m in methods:
+        g = ok[ok['method'] == m]
+        conv = g[~_flags(g, 'task')]
+        acc = pd.to_numeric(conv['val_acc'], errors='coerce').groupby(conv['lr']).mean().dropna()
+        band = sorted(pd.to_numeric(g['lr'], errors='coerce').dropna().unique())
+        if len(acc):
+            best = float(acc[acc == acc.max()].index.min())
+            row = {'best_lr_in_band': best, 'acc_pct_at_best_lr': 100 * float(acc.max()), 'note': ''}
+        else:
+            row = {'best_lr_in_band': NAN, 'acc_pct_at_best_lr': NAN,
+                   'note': 'no non-diverged run' if len(g) else 'no finished run'}
+        out.append({'method': m, **row, 'band': ', '.join(f'{v:g}' for v in band),
+                    'paper_best_lr': PAPER_BEST_LR.get(m, NAN)})
+    return pd.DataFrame(out, columns=['method', 'best_lr_in_band', 'acc_pct_at_best_lr', 'band', 'paper_best_lr',
+                                      'note'])
+
+
+def _median_step_time(rows: pd.DataFrame, m: str) -> np.ndarray:
+    ok = ok_runs(rows)
+    sps = pd.to_numeric(ok.loc[ok['method'] == m, 'steps_per_sec'], errors='coerce')
+    t = 1.0 / sps[(sps > 0) & np.isfinite(sps)]
+    return t.to_numpy(float)
+
+
+def overhead_difference(rows: pd.DataFrame, a: str, b: str, reference: str = REFERENCE, n_boot: int = 1000,
+                        seed: int = 0, alpha: float = 0.05) -> Dict[str, Any]:
+    """Per-step overhead of `a` minus that of `b`, in percentage points of the reference's median
+    s/step (overhead = 100 (median s/step / reference's median - 1), as
+    :func:`rksp.experiments.runs.overhead_pct`), with a percentile bootstrap CI that resamples the
+    runs of each of the three groups. Also both overheads and their ratio. Timings come from
+    the sweep's workers on a shared machine: noisy."""
+    ta, tb, tr = (_median_step_time(rows, m) for m in (a, b, reference))
+    out = dict(overhead_a=NAN, overhead_b=NAN, ratio=NAN, diff=NAN, lo=NAN, hi=NAN, note='')
+    if not (ta.size and tb.size and tr.size):
+        out['note'] = 'a group has no timed run'
+        return out
+    oa = 100 * (np.median(ta) / np.median(tr) - 1)
+    ob = 100 * (np.median(tb) / np.median(tr) - 1)
+    out.update(overhead_a=float(oa), overhead_b=float(ob), diff=float(oa - ob),
+               ratio=float(oa / ob) if ob > 0 else NAN)
+    if n_boot and n_boot > 0:
+        rng = np.random.default_rng(seed)
+
+        def boot(t):
+            return np.median(t[rng.integers(0, t.size, size=(n_boot, t.size))], axis=1)
+        ma, mb, mr = boot(ta), boot(tb), boot(tr)
+        d = 100 * (ma - mb) / mr
+        out['lo'], out['hi'] = (float(v) for v in np.percentile(d, [100 * alpha / 2, 100 * (1 - alpha / 2)]))
+    if ob <= 0:
+        out['note'] = f'overhead of {b} <= 0 (noise): ratio undefined'
+    return out
+
+
+def pearson_ci(r: float, n: int, alpha: float = 0.05) -> Tuple[float, float]:
+    """Fisher-z confidence interval of a Pearson r from n pairs; NaN when n <= 3 or r is NaN."""
+    if r is None or not np.isfinite(r) or n <= 3:
+        return NAN, NAN
+    r = float(np.clip(r, -0.999999999, 0.999999999))
+    z, se = math.atanh(r), 1 / math.sqrt(n - 3)
+    q = float(_sps.norm.ppf(1 - alpha / 2))
+    return math.tanh(z - q * se), math.tanh(z + q * se)
+
+
+def mechanism_points(table: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Table 6 points of the ΔM≈1 / divergence-reduction correlation, one per method:
+    ΔM≈1 = M≈1 after training of the method - that of the reference (means over non-diverged
+    runs, ``m_near_unit_end`` of :func:`method_table_full`), reduction = reference Div.% - method
+    Div.% (pp) under both labels, and the same two quantities from the paper's rows."""
+    t = table.set_index('method')
+    if reference not in t.index:
+        raise ValueError(f'reference {reference!r} not in the table')
+    ref = t.loc[reference]
+    pref = P.METHOD_ROWS.get(reference, {})
+    out = []
+    for m, r in t.iterrows():
+        pr = P.METHOD_ROWS.get(m, {})
+        out.append({
+            'method': m, 'delta_m_near_unit': r['m_near_unit_end'] - ref['m_near_unit_end'],
+            'div_reduction_pp': ref['div_pct'] - r['div_pct'],
+            'div_reduction_pp_total_grad': ref['div_pct_total_grad_label'] - r['div_pct_total_grad_label'],
+            'n': int(r['n']), 'n_m_end': int(r.get('n_m_end', -1)),
+            'paper_delta_m_near_unit': pr.get('m_near_unit', NAN) - pref.get('m_near_unit', NAN),
+            'paper_div_reduction_pp': pref.get('div_pct', NAN) - pr.get('div_pct', NAN),
+            'mechanism_paper': PAPER_MECHANISM.get(m, ''),
+        })
+    return pd.DataFrame(out)
+
+
+def mechanism_correlation(points: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Pearson r (two-sided p, Fisher-z 95% CI) of ΔM≈1 with the divergence reduction over the
+    non-reference methods of :func:`mechanism_points` (the reference is (0, 0) by construction
+    and is left out), for each label, beside the r the paper's own Table 6 rows give."""
+    p = points[points['method'] != reference]
+    pap = pearson(p['paper_delta_m_near_unit'], p['paper_div_reduction_pp'])
+    rows = []
+    for lab, col in (('task', 'div_reduction_pp'), ('total', 'div_reduction_pp_total_grad')):
+        r = pearson(p['delta_m_near_unit'], p[col])
+        lo, hi = pearson_ci(r['r'], r['n'])
+        n_nan = int(len(p) - r['n'])
+        rows.append({'label': LABEL_NAMES[lab], 'r': r['r'], 'r_ci_lo': lo, 'r_ci_hi': hi, 'p': r['p'],
+                     'n_methods': r['n'], 'paper_r': P.TABLE6_CORRELATION['r'],
+                     'paper_p_max': P.TABLE6_CORRELATION['p_max'], 'paper_r_from_table6_rows': pap['r'],
+                     'note': _join(r['note'], f'{n_nan} method(s) without ΔM≈1 (no non-diverged run)'
+                                   if n_nan else '')})
+    return pd.DataFrame(rows)
+
+
+def methods_of(*tables: str) -> List[str]:
+    """The METHODS rows of several paper tables, in order, without repeats."""
+    return list(dict.fromkeys(m for t in tables for m in TABLES[t]))

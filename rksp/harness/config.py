@@ -1,0 +1,313 @@
+"""The run configuration: `TrainConfig`, its validation and its hash."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import importlib.util
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from rksp.defaults import DIV_GRAD, DIV_GRAD_CHOICES, N_SNAPSHOTS, SNAPSHOT_SEED
+from rksp.errors import ConfigError
+from rksp.harness.build import SEQ_MODELS, model_config_class
+from rksp.harness.build import make_synthetic_task, make_model_config
+from rksp.harness.labels import SPIKE_HORIZON
+from rksp.harness.registry import OPTIMIZERS, hook_spec, lookup, resolve_hook_factory, resolve_optimizer
+
+TASKS = ('recall', 'synthetic_lm', 'wikitext103', 'cifar10')
+
+
+MODELS = (*SEQ_MODELS, 'vit')
+
+_IMAGE_TASKS = ('cifar10',)
+
+SCHEDULES = ('cosine', 'constant', 'linear')
+
+_FLOAT_FIELDS = ('lr', 'weight_decay', 'eps', 'min_lr_ratio', 'grad_clip', 'epochs')
+
+_DEFAULT_STEPS = 1000  # (ours) when neither steps nor epochs is given
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines one training run; `to_dict()` is JSON and hashes stably.
+
+    Task data: `seq_len`, `vocab_size`, `n_pairs`, `n_train`, `n_val` left as None take
+    the task's defaults (recall: 64 / 256 / 4 pairs / 10k / 2k; synthetic LM:
+    256 / 10k / 20k / 2k; corpora and images: their loader's). `data_seed` None = `seed`.
+    Model: `model` ('gpt' | 'vit'), `preset` (a GPT preset name or None) and
+    `model_cfg` (GPTConfig / ViTConfig field overrides, e.g. {'norm': 'none'});
+    vocab_size, block_size (GPT) and img_size, in_chans, num_classes (ViT) come
+    from the data. Sweep axes address nested fields with dots: 'model_cfg.norm'.
+    """
+    # task / data
+    task: str = 'recall'
+    seq_len: Optional[int] = None
+    vocab_size: Optional[int] = None
+    n_pairs: Optional[int] = None          # recall only
+    lm_mode: str = 'mixed'                 # synthetic_lm only: 'mixed' | 'random'
+    n_train: Optional[int] = None
+    n_val: Optional[int] = None
+    data_seed: Optional[int] = None
+    data_kwargs: Dict[str, Any] = field(default_factory=dict)   # extra loader kwargs (corpora, images)
+    # model
+    model: str = 'gpt'
+    preset: Optional[str] = None
+    model_cfg: Dict[str, Any] = field(default_factory=dict)
+    # optimizer
+    optimizer: str = 'adamw'
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    optimizer_kwargs: Dict[str, Any] = field(default_factory=dict)
+    # schedule
+    batch_size: int = 32
+    steps: Optional[int] = None            # None -> 1000 unless `epochs` is given
+    epochs: Optional[float] = None         # steps = ceil(epochs * n_train / batch_size)
+    warmup_steps: int = 100
+    schedule: str = 'cosine'
+    min_lr_ratio: float = 0.0
+    grad_clip: Optional[float] = None
+    seed: int = 42
+    # evaluation / logging
+    eval_every: int = 0                    # 0: only the final evaluation
+    eval_batch_size: Optional[int] = None  # None -> batch_size
+    log_every: int = 10                    # curve downsampling after `full_log_steps`
+    full_log_steps: int = SPIKE_HORIZON    # every step is kept up to here
+    # RKSP profile at initialization
+    profile_at_init: bool = True
+    profile_n_snapshots: int = N_SNAPSHOTS
+    profile_batch_size: Optional[int] = None
+    profile_seed: int = SNAPSHOT_SEED
+    profile_at_end: bool = False           # also profile the trained model (same inputs) -> record['profile_end']
+    # divergence label: which gradient norm the > 500 rule reads (rksp/defaults.py DIV_GRAD)
+    div_grad: str = DIV_GRAD               # 'task': gradient of the task loss only | 'total': task + extra losses
+    # runtime
+    device: str = 'cpu'                    # 'cpu' | 'cuda' | 'cuda:N' | 'auto'
+    deterministic: bool = True
+    hooks: List[Any] = field(default_factory=list)
+
+    def __post_init__(self):
+        # tolerant coercions so YAML ('1e-3' is a string in YAML 1.1), numpy and JSON round-trip
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.integer):
+                setattr(self, f.name, int(v))
+            elif isinstance(v, np.floating):
+                setattr(self, f.name, float(v))
+            elif isinstance(v, np.bool_):
+                setattr(self, f.name, bool(v))
+        for name in _FLOAT_FIELDS:
+            v = getattr(self, name)
+            if isinstance(v, str):
+                try:
+                    setattr(self, name, float(v))
+                except ValueError:
+                    pass  # reported by validate()
+            elif isinstance(v, int) and not isinstance(v, bool):
+                setattr(self, name, float(v))
+        if isinstance(self.betas, (list, tuple)):
+            try:
+                self.betas = tuple(float(b) for b in self.betas)
+            except (TypeError, ValueError):
+                pass
+        if isinstance(self.hooks, tuple):
+            self.hooks = list(self.hooks)
+        if self.steps is None and self.epochs is None:
+            self.steps = _DEFAULT_STEPS
+        self.validate()
+
+    # -- construction / serialization
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> 'TrainConfig':
+        """Build from a plain dict; unknown keys raise ConfigError with a suggestion."""
+        if isinstance(d, TrainConfig):
+            return d
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a mapping, got {type(d).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in d if k not in names]
+        if unknown:
+            msgs = []
+            for k in unknown:
+                close = difflib.get_close_matches(str(k), names, n=1)
+                msgs.append(f"unknown TrainConfig field {k!r}" + (f" (did you mean {close[0]!r}?)" if close else ''))
+            raise ConfigError('; '.join(msgs))
+        try:
+            return cls(**d)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from e
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d['betas'] = list(self.betas)
+        return json.loads(json.dumps(d))  # plain JSON types (tuples -> lists)
+
+    def hash(self) -> str:
+        return config_hash(self.to_dict())
+
+    # -- derived
+    @property
+    def norm(self) -> str:
+        return self.model_cfg.get('norm', 'pre_ln')
+
+    # -- validation
+    def validate(self) -> None:
+        errs = _validate(self)
+        if errs:
+            raise ConfigError('invalid TrainConfig: ' + '; '.join(errs))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+# fields filled from the data (the user sets the task's fields instead)
+_DATA_MODEL_FIELDS = {**{m: ('vocab_size',) for m in SEQ_MODELS}, 'vit': ('img_size', 'in_chans', 'num_classes')}
+
+
+def _validate(c: TrainConfig) -> List[str]:
+    errs: List[str] = []
+    if c.task not in TASKS:
+        errs.append(f"unknown task {c.task!r} (valid: {', '.join(TASKS)})")
+    if c.model not in MODELS:
+        errs.append(f"unknown model {c.model!r} (valid: {', '.join(MODELS)})")
+    elif c.task in TASKS and (c.task in _IMAGE_TASKS) != (c.model == 'vit'):
+        need = "'vit'" if c.task in _IMAGE_TASKS else f"one of {', '.join(SEQ_MODELS)}"
+        errs.append(f"task {c.task!r} needs model {need}, got {c.model!r}")
+    # ints
+    for name, lo in (('batch_size', 1), ('warmup_steps', 0), ('eval_every', 0), ('log_every', 1),
+                     ('full_log_steps', 0), ('profile_n_snapshots', 2), ('seed', None)):
+        v = getattr(c, name)
+        if not _is_int(v) or (lo is not None and v < lo):
+            errs.append(f"{name} must be an integer{f' >= {lo}' if lo is not None else ''}, got {v!r}")
+    for name, lo in (('steps', 1), ('seq_len', 2), ('vocab_size', 2), ('n_pairs', 1), ('n_train', 1),
+                     ('n_val', 1), ('eval_batch_size', 1), ('profile_batch_size', 1), ('data_seed', None)):
+        v = getattr(c, name)
+        if v is not None and (not _is_int(v) or (lo is not None and v < lo)):
+            errs.append(f"{name} must be None or an integer{f' >= {lo}' if lo is not None else ''}, got {v!r}")
+    if c.steps is not None and c.epochs is not None:
+        errs.append("give steps or epochs, not both")
+    if c.epochs is not None and (not _is_num(c.epochs) or not c.epochs > 0 or not math.isfinite(c.epochs)):
+        errs.append(f"epochs must be > 0, got {c.epochs!r}")
+    # floats
+    if not _is_num(c.lr) or not (c.lr > 0) or not math.isfinite(c.lr):
+        errs.append(f"lr must be a finite number > 0, got {c.lr!r}")
+    if not _is_num(c.weight_decay) or not c.weight_decay >= 0:
+        errs.append(f"weight_decay must be >= 0, got {c.weight_decay!r}")
+    if not _is_num(c.eps) or not c.eps > 0:
+        errs.append(f"eps must be > 0, got {c.eps!r}")
+    if (not isinstance(c.betas, tuple) or len(c.betas) != 2
+            or not all(_is_num(b) and 0 <= b < 1 for b in c.betas)):
+        errs.append(f"betas must be two numbers in [0, 1), got {c.betas!r}")
+    if not _is_num(c.min_lr_ratio) or not 0 <= c.min_lr_ratio <= 1:
+        errs.append(f"min_lr_ratio must be in [0, 1], got {c.min_lr_ratio!r}")
+    if c.grad_clip is not None and (not _is_num(c.grad_clip) or not c.grad_clip > 0):
+        errs.append(f"grad_clip must be None or > 0, got {c.grad_clip!r}")
+    if c.schedule not in SCHEDULES:
+        errs.append(f"unknown schedule {c.schedule!r} (valid: {', '.join(SCHEDULES)})")
+    if not isinstance(c.optimizer, str) or lookup(OPTIMIZERS, c.optimizer) is None:
+        errs.append(f"unknown optimizer {c.optimizer!r} (registered: {', '.join(sorted(OPTIMIZERS))})")
+    elif ':' in c.optimizer and c.optimizer not in OPTIMIZERS:
+        try:
+            resolve_optimizer(c.optimizer)
+        except Exception as e:  # noqa: BLE001
+            errs.append(f"optimizer {c.optimizer!r} cannot be imported: {e}")
+    if c.div_grad not in DIV_GRAD_CHOICES:
+        errs.append(f"div_grad must be one of {DIV_GRAD_CHOICES}, got {c.div_grad!r}")
+    for name in ('profile_at_init', 'profile_at_end', 'deterministic'):
+        if not isinstance(getattr(c, name), bool):
+            errs.append(f"{name} must be true or false, got {getattr(c, name)!r}")
+    if not isinstance(c.device, str) or (c.device != 'auto' and not _valid_device(c.device)):
+        errs.append(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {c.device!r}")
+    for name in ('data_kwargs', 'model_cfg', 'optimizer_kwargs'):
+        v = getattr(c, name)
+        if not isinstance(v, dict):
+            errs.append(f"{name} must be a mapping, got {type(v).__name__}")
+        else:
+            try:
+                json.dumps(v, allow_nan=False)
+            except (TypeError, ValueError):
+                errs.append(f"{name} must hold plain JSON values, got {v!r}")
+    if c.task != 'recall' and c.n_pairs is not None:
+        errs.append("n_pairs applies to task 'recall' only")
+    if not isinstance(c.hooks, list):
+        errs.append(f"hooks must be a list, got {type(c.hooks).__name__}")
+    else:
+        for spec in c.hooks:
+            try:
+                target, kwargs = hook_spec(spec)
+                json.dumps(kwargs, allow_nan=False)
+                resolve_hook_factory(target)
+            except Exception as e:  # noqa: BLE001
+                errs.append(f"hook {spec!r}: {e}")
+    if c.profile_at_init is True and importlib.util.find_spec('rksp.core.profiling') is None:
+        errs.append("profile_at_init=True but rksp.core.profiling is not available (set profile_at_init: false)")
+    if (c.task in TASKS and c.model in MODELS and (c.task in _IMAGE_TASKS) == (c.model == 'vit')
+            and isinstance(c.model_cfg, dict) and isinstance(c.data_kwargs, dict)):
+        errs.extend(_validate_task_and_model(c))
+    return errs
+
+
+def _valid_device(s: str) -> bool:
+    try:
+        torch.device(s)
+        return True
+    except (RuntimeError, TypeError, ValueError):
+        return False
+
+
+def _validate_task_and_model(c: TrainConfig) -> List[str]:
+    errs = []
+    # task parameters: the task classes validate themselves cheaply
+    try:
+        if c.task in ('recall', 'synthetic_lm'):
+            make_synthetic_task(c)
+    except (TypeError, ValueError) as e:
+        errs.append(f"task {c.task!r}: {e}")
+    # model config
+    cls = model_config_class(c.model)
+    fnames = [f.name for f in dataclasses.fields(cls)]
+    bad = [k for k in c.model_cfg if k not in fnames]
+    if bad:
+        errs.append(f"unknown {cls.__name__} field(s) {bad} in model_cfg (valid: {', '.join(fnames)})")
+        return errs
+    derived = [k for k in _DATA_MODEL_FIELDS[c.model] if k in c.model_cfg]
+    if derived:
+        errs.append(f"model_cfg field(s) {derived} come from the data; set the task's fields "
+                    "(vocab_size, data_kwargs) instead")
+        return errs
+    if c.model == 'gpt':
+        from rksp.models.gpt import PRESETS
+        if c.preset is not None and c.preset not in PRESETS:
+            errs.append(f"unknown preset {c.preset!r} (valid: {', '.join(PRESETS)})")
+            return errs
+    elif c.preset is not None:
+        errs.append(f"preset applies to model 'gpt' only; give {c.model} sizes in model_cfg")
+        return errs
+    try:
+        make_model_config(c, data=None)
+    except (TypeError, ValueError) as e:
+        errs.append(f"model_cfg: {e}")
+    return errs
+
+
+def config_hash(cfg_dict: Dict[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces) of a config dict: 16 hex chars."""
+    import hashlib
+    s = json.dumps(cfg_dict, sort_keys=True, separators=(',', ':'), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(s.encode('utf-8')).hexdigest()[:16]
