@@ -36,7 +36,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from rksp.harness.sweep import grid, run  # noqa: E402
 from rksp.harness.config import TrainConfig
-from rksp.harness.loop import _BatchSampler, _param_groups, lr_factor, train
+from rksp.harness.loop import BatchSampler, param_groups, lr_factor, train
 from rksp.harness.build import derive_seed, seed_all, build_model, load_task_data
 
 BASE = dict(task='recall', n_train=4096, n_val=256, batch_size=32, warmup_steps=10, lr=1e-3,
@@ -49,8 +49,8 @@ def bare_loop_seconds(cfg: TrainConfig) -> float:
     data = load_task_data(cfg)
     model, _ = build_model(cfg, data)
     model.train()
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-    sampler = _BatchSampler(data.n_train, cfg.batch_size, torch.Generator().manual_seed(derive_seed(cfg.seed, 'batches')))
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    sampler = BatchSampler(data.n_train, cfg.batch_size, torch.Generator().manual_seed(derive_seed(cfg.seed, 'batches')))
     x_train, y_train = data.x_train, data.y_train
     t0 = time.perf_counter()
     for step in range(1, cfg.steps + 1):

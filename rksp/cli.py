@@ -65,7 +65,7 @@ def _load_npz(path: str):
 
 
 def _profile_cmd(args) -> int:
-    from rksp.core.profiling import profile, profile_hidden
+    from rksp.core.profiling import profile_hidden
     if bool(args.snapshots) == bool(args.hf):
         raise RKSPInputError("give exactly one of --snapshots FILE.npz or --hf NAME_OR_PATH")
     if args.n_snapshots is not None and args.n_snapshots < 2:
@@ -76,8 +76,8 @@ def _profile_cmd(args) -> int:
         prof = profile_hidden(hidden, eps=args.eps, kreiss=not args.no_kreiss, progress=progress,
                               meta={"source": str(args.snapshots)})
     else:
-        from rksp.pretrained.hf import (dataset_text, load_hf, model_context, prompt_inputs, read_prompts,
-                                        read_text_file, text_inputs)
+        from rksp.pretrained.hf import dataset_text, load_hf, model_context, read_prompts, read_text_file, text_inputs
+        from rksp.pretrained.profiles import profile_pretrained
         import torch
         if args.text and args.dataset:
             raise RKSPInputError("give at most one of --text FILE and --dataset NAME")
@@ -90,18 +90,19 @@ def _profile_cmd(args) -> int:
             text, source = read_text_file(args.text), str(args.text)
         elif args.dataset:
             text, source = dataset_text(args.dataset)
+        prompts = read_prompts(args.prompts) if text is None else None
         dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[args.dtype]
         loaded = load_hf(args.hf, random_init=args.random_init, seed=args.seed, dtype=dtype,
                          device_map=args.device_map)
+        inputs = desc = None
         if text is not None:
             inputs, desc = text_inputs(loaded, text, n_tokens=args.n_snapshots,
                                        window=model_context(loaded, args.max_length), source=source)
-        else:
-            inputs, desc = prompt_inputs(loaded, read_prompts(args.prompts), repeats=args.repeats,
-                                         max_length=args.max_length or 64, seed=args.seed)
-        prof = profile(loaded.model, inputs, n_snapshots=args.n_snapshots, seed=args.seed, eps=args.eps,
-                       kreiss=not args.no_kreiss, progress=progress,
-                       meta={"model": loaded.name, "weights": loaded.label, "inputs": desc})
+        # the one profiling path of pretrained / HF models (rksp.pretrained.profiles)
+        prof = profile_pretrained(loaded, args.n_snapshots, text="prompts", prompts=prompts, repeats=args.repeats,
+                                  max_length=args.max_length or 64, seed=args.seed, eps=args.eps,
+                                  kreiss=not args.no_kreiss, progress=progress, inputs=inputs, input_desc=desc)
+        prof.meta["inputs"] = prof.meta["input"]    # the key `rksp profile --format json` has always written
     if args.format == "json":
         text = prof.to_json()
     elif args.format == "csv":
@@ -123,7 +124,7 @@ def _table(prof) -> str:
             "kreiss", "resdmd_kept", "flags"]
     df = prof.layers[cols]
     s = prof.summary
-    head = "  ".join(f"{k}={v}" for k, v in prof.meta.items() if k in ("model", "weights", "source", "inputs"))
+    head = "  ".join(f"{k}={v}" for k, v in prof.meta.items() if k in ("model", "weights", "source", "input", "inputs"))
     lines = [head, df.to_string(index=False, float_format=lambda v: f"{v:.4g}"), rank_note(prof),
              f"score (mean M~1) = {s['score']:.4f}   rho max = {s['rho_max']:.4g}   "
              f"kappa mean = {s['kappa_mean']:.4g}   eta_nl mean = {s['eta_nl_mean']:.4g}   "

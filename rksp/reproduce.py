@@ -29,9 +29,8 @@ from rksp.experiments.results_io import PROFILES, ROOT, results_dir, write_table
 
 def stage_profiles(profile: str, out: Path, executor: str = "local", dask_address: str | None = None) -> None:
     """Profile the models below in this process (`executor` / `dask_address`: unused, every stage takes them)."""
-    import rksp
-    from rksp.pretrained.hf import load_hf, prompt_inputs, read_prompts
-    from rksp.pretrained.inputs import pydoc_batch
+    from rksp.pretrained.hf import load_hf
+    from rksp.pretrained.profiles import profile_pretrained
     n_snap = 256 if profile == "smoke" else 2048
     jobs = [("all-MiniLM-L6-v2", False, "prompts"), ("all-MiniLM-L6-v2", False, "pydoc")]
     jobs.append(("gpt2", True, "prompts") if profile != "smoke" else ("gpt2", True, "prompts-small"))
@@ -39,14 +38,10 @@ def stage_profiles(profile: str, out: Path, executor: str = "local", dask_addres
     for name, random_init, inp in jobs:
         t0 = time.perf_counter()
         loaded = load_hf(name, random_init=random_init)
-        if inp == "pydoc":
-            inputs = pydoc_batch(loaded.tokenizer, n_snap, 64)
-            desc = f"pydoc_data.topics prose, {inputs['input_ids'].shape[0]} windows of 64 tokens"
-        else:
-            inputs, desc = prompt_inputs(loaded, read_prompts(), repeats=4, max_length=64)
-        if inp == "prompts-small":   # smoke: a 2-layer slice keeps CI fast
-            loaded.model.h = loaded.model.h[:2]
-        prof = rksp.profile(loaded.model, inputs, n_snapshots=n_snap, progress=False)
+        # the one profiling path of pretrained / HF models; smoke: the first 2 blocks of GPT-2 keep CI fast
+        prof = profile_pretrained(loaded, n_snap, text="pydoc" if inp == "pydoc" else "prompts",
+                                  max_layers=2 if inp == "prompts-small" else None, progress=False)
+        desc = prof.meta["input"]
         tag = f"{name} [{loaded.label}] on {desc}"
         print(f"  {tag}: score {prof.score:.3f} ({time.perf_counter() - t0:.1f} s)", flush=True)
         meta = {"model": name, "weights": loaded.label, "inputs": desc}

@@ -167,13 +167,14 @@ def test_claims_table_and_markdown():
 
 def test_end_to_end_with_stats():
     from rksp.experiments import stats
+    from rksp.experiments import prediction_stats as PS
     rng = np.random.default_rng(0)
     n = 150
     y = rng.integers(0, 2, n)
     df = pd.DataFrame({"m": np.clip(0.2 + 0.6 * y + 0.1 * rng.normal(size=n), 0, 1),
                        "g": y * 0.3 + rng.normal(size=n), "diverged": y})
-    a = stats.auroc_ci(df["m"], df["diverged"])
-    b = stats.auroc_ci(df["g"], df["diverged"])
+    a = PS.auroc_ci(df["m"], df["diverged"])
+    b = PS.auroc_ci(df["g"], df["diverged"])
     c = Claim.better_than("beats", "M≈1 beats gradient norm", None, a["auroc"], (a["lo"], a["hi"]),
                           b["auroc"], (b["lo"], b["hi"]))
     assert c.verdict == REPRODUCED

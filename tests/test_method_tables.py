@@ -7,6 +7,8 @@ import pytest
 from scipy import stats as sps
 
 from rksp.experiments.tables import methods as MT
+
+from rksp.experiments import stats as STA
 from rksp.experiments.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 
 
@@ -99,14 +101,14 @@ def test_relative_reduction():
 
 
 def test_risk_ratio_katz_and_zero_correction():
-    r = MT.risk_ratio(10, 20, 5, 20)
+    r = STA.risk_ratio(10, 20, 5, 20)
     se = math.sqrt(1 / 10 - 1 / 20 + 1 / 5 - 1 / 20)
     assert r['rr'] == pytest.approx(2.0)
     assert r['lo'] == pytest.approx(2 * math.exp(-1.959963985 * se), rel=1e-6)
     assert r['hi'] == pytest.approx(2 * math.exp(1.959963985 * se), rel=1e-6)
-    z = MT.risk_ratio(4, 8, 0, 8)
+    z = STA.risk_ratio(4, 8, 0, 8)
     assert z['rr'] == pytest.approx((4.5 / 9) / (0.5 / 9)) and 'zero' in z['note']
-    assert math.isnan(MT.risk_ratio(0, 8, 0, 8)['rr']) and math.isnan(MT.risk_ratio(1, 0, 1, 2)['rr'])
+    assert math.isnan(STA.risk_ratio(0, 8, 0, 8)['rr']) and math.isnan(STA.risk_ratio(1, 0, 1, 2)['rr'])
 
 
 def test_reduction_factor_claim():
@@ -120,7 +122,7 @@ def test_reduction_factor_claim():
 
 # ------------------------------------------------------------------ dose-response
 def test_cochran_armitage_two_groups_equals_pearson_chi2():
-    z = MT.cochran_armitage([0, 1], [4, 10], [20, 20])
+    z = STA.cochran_armitage([0, 1], [4, 10], [20, 20])
     chi2 = sps.chi2_contingency([[4, 16], [10, 10]], correction=False)[0]
     assert z['z'] ** 2 == pytest.approx(chi2) and z['z'] > 0
     assert z['p'] == pytest.approx(sps.chi2.sf(chi2, 1))
@@ -129,17 +131,17 @@ def test_cochran_armitage_two_groups_equals_pearson_chi2():
 def test_cochran_armitage_hand_value_and_degenerate():
     # doses 0,1,2; k 6,4,2 of 10 each: pbar = 0.4, T = 1*(4-4) + 2*(2-4) = -4,
     # var = 0.24 * (50 - 30^2/30) = 0.24 * 20 = 4.8
-    r = MT.cochran_armitage([0, 1, 2], [6, 4, 2], [10, 10, 10])
+    r = STA.cochran_armitage([0, 1, 2], [6, 4, 2], [10, 10, 10])
     assert r['z'] == pytest.approx(-4 / math.sqrt(4.8))
-    assert math.isnan(MT.cochran_armitage([0, 1], [0, 0], [5, 5])['z'])
-    assert math.isnan(MT.cochran_armitage([0, 1], [1, 1], [5, 0])['z'])   # one dose left
+    assert math.isnan(STA.cochran_armitage([0, 1], [0, 0], [5, 5])['z'])
+    assert math.isnan(STA.cochran_armitage([0, 1], [1, 1], [5, 0])['z'])   # one dose left
 
 
 def test_spearman_monotone_and_degenerate():
-    assert MT.spearman([0, 1, 2, 3], [9, 5, 2, 1])['r'] == pytest.approx(-1.0)
-    assert math.isnan(MT.spearman([0, 1], [1, 2])['r'])
-    assert MT.spearman([0, 1, 2], [1, 1, 1])['note'] == 'constant input'
-    assert MT.spearman([0, 1, 2, np.nan], [3, 2, 1, 0])['n'] == 3
+    assert STA.spearman([0, 1, 2, 3], [9, 5, 2, 1])['r'] == pytest.approx(-1.0)
+    assert math.isnan(STA.spearman([0, 1], [1, 2])['r'])
+    assert STA.spearman([0, 1, 2], [1, 1, 1])['note'] == 'constant input'
+    assert STA.spearman([0, 1, 2, np.nan], [3, 2, 1, 0])['n'] == 3
 
 
 def test_dose_response_and_trend():
@@ -210,11 +212,11 @@ def test_overhead_difference_constant_times():
 
 # ------------------------------------------------------------------ Table 6 correlation
 def test_pearson_ci_fisher_z():
-    lo, hi = MT.pearson_ci(0.5, 28)
+    lo, hi = STA.pearson_ci(0.5, 28)
     q = 1.959963985
     assert lo == pytest.approx(math.tanh(math.atanh(0.5) - q / 5), rel=1e-6)
     assert hi == pytest.approx(math.tanh(math.atanh(0.5) + q / 5), rel=1e-6)
-    assert all(math.isnan(v) for v in MT.pearson_ci(0.5, 3)) and math.isnan(MT.pearson_ci(np.nan, 10)[0])
+    assert all(math.isnan(v) for v in STA.pearson_ci(0.5, 3)) and math.isnan(STA.pearson_ci(np.nan, 10)[0])
 
 
 def test_mechanism_points_and_correlation():

@@ -7,8 +7,11 @@ import pytest
 from scipy import stats as sps
 
 from rksp.experiments.tables import norms as NT
+
+from rksp.experiments import prediction_stats as PS
 from rksp.experiments import paper as P
-from rksp.experiments.stats import auroc, fisher_exact
+from rksp.experiments.stats import fisher_exact
+from rksp.experiments.prediction_stats import auroc
 
 
 def _runs(div_none=(1, 1, 0, 1, 0, 0), div_other=0, seed=0, nan_prof=False):
@@ -162,13 +165,13 @@ def test_ece_ci_brackets_ece():
     rng = np.random.default_rng(1)
     p = rng.uniform(size=200)
     y = (rng.uniform(size=200) < p).astype(float)
-    from rksp.experiments.stats import ece
-    lo, hi = NT.ece_ci(p, y, n_boot=100, seed=3)
+    from rksp.experiments.prediction_stats import ece
+    lo, hi = PS.ece_ci(p, y, n_boot=100, seed=3)
     idx = np.random.default_rng(3).integers(0, 200, size=(100, 200))
     ref = [ece(p[i], y[i])['ece'] for i in idx]          # the same resamples through stats.ece
     assert (lo, hi) == pytest.approx(tuple(np.percentile(ref, [2.5, 97.5])))
     assert lo < hi
-    assert all(math.isnan(v) for v in NT.ece_ci([0.5], [1], n_boot=10))
+    assert all(math.isnan(v) for v in PS.ece_ci([0.5], [1], n_boot=10))
 
 
 def test_init_eigenvalues_match_the_harness_profile():

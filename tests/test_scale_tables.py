@@ -11,6 +11,7 @@ from rksp.experiments.tables import scale as S
 
 from rksp.experiments import plans as PL
 from rksp.experiments.tables import maxlr as ML
+from rksp.experiments import stability as MLR
 from rksp.experiments.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from rksp.harness.config import TrainConfig
 
@@ -39,7 +40,7 @@ def test_known_max_lr_and_exact_increase_with_grid_bracket():
     t = ML.maxlr_table(df)
     r = t.iloc[0]
     assert r['norm'] == 'No-Norm' and r['max_lr_without'] == 3e-3 and r['max_lr_with'] == 1e-2
-    assert r['bound_without'] == ML.BOUND_EXACT and r['bound_with'] == ML.BOUND_EXACT
+    assert r['bound_without'] == MLR.BOUND_EXACT and r['bound_with'] == MLR.BOUND_EXACT
     assert r['increase_pct'] == pytest.approx(100 * (1e-2 / 3e-3 - 1))
     assert r['increase_reading'] == 'exact'
     # true max LR without in [3e-3, 1e-2), with in [1e-2, 3e-2)
@@ -61,8 +62,8 @@ def test_no_divergence_gives_lower_bound_and_inconclusive_claim():
     spec = {1e-3: (3, 0), 1e-2: (3, 0)}
     df = frame(runs('pre_ln', False, spec), runs('pre_ln', True, spec))
     r = ML.maxlr_table(df).iloc[0]
-    assert r['max_lr_without'] == 1e-2 and r['bound_without'] == ML.BOUND_LOWER
-    assert r['bound_with'] == ML.BOUND_LOWER and r['bound_contig_with'] == ML.BOUND_LOWER
+    assert r['max_lr_without'] == 1e-2 and r['bound_without'] == MLR.BOUND_LOWER
+    assert r['bound_with'] == MLR.BOUND_LOWER and r['bound_contig_with'] == MLR.BOUND_LOWER
     assert math.isnan(r['increase_pct']) and r['increase_reading'] == 'undetermined'
     assert 'no LR of the grid diverged' in r['note'] and '≥ 0.01' in r['note']
     c = ML.table5_claims(pd.DataFrame([r]))[0]
@@ -73,8 +74,8 @@ def test_lower_bound_with_kss_is_at_least_not_a_value():
     df = frame(runs('rmsnorm', False, {1e-3: (5, 0), 1e-2: (5, 4)}),
                runs('rmsnorm', True, {1e-3: (5, 0), 1e-2: (5, 0)}))
     r = ML.maxlr_table(df).iloc[0]
-    assert r['max_lr_without'] == 1e-3 and r['bound_without'] == ML.BOUND_EXACT
-    assert r['bound_with'] == ML.BOUND_LOWER and 'top LR of the grid is stable' not in r['note']
+    assert r['max_lr_without'] == 1e-3 and r['bound_without'] == MLR.BOUND_EXACT
+    assert r['bound_with'] == MLR.BOUND_LOWER and 'top LR of the grid is stable' not in r['note']
     assert r['increase_reading'] == 'lower bound' and math.isnan(r['increase_pct'])
     assert r['increase_at_least_pct'] == pytest.approx(900.0)
     assert ML.table5_claims(pd.DataFrame([r]))[0].verdict == INCONCLUSIVE
@@ -86,7 +87,7 @@ def test_readings_differ_and_nothing_stable():
                runs('none', True, {1e-3: (5, 2), 2e-3: (5, 3), 5e-3: (5, 3), 8e-3: (5, 3)}))
     r = ML.maxlr_table(df).iloc[0]
     assert r['max_lr_without'] == 5e-3 and r['max_lr_contig_without'] == 1e-3
-    assert math.isnan(r['max_lr_with']) and r['bound_with'] == ML.BOUND_UPPER
+    assert math.isnan(r['max_lr_with']) and r['bound_with'] == MLR.BOUND_UPPER
     assert r['increase_reading'] == 'undetermined' and 'no LR of the grid is stable' in r['note']
 
 
@@ -108,10 +109,10 @@ def test_duplicate_configs_count_once():
 
 
 def test_increase_bracket_helper():
-    b = ML.increase_bracket(0.002, 0.005, [0.001, 0.002, 0.005, 0.008])
+    b = MLR.increase_bracket(0.002, 0.005, [0.001, 0.002, 0.005, 0.008])
     assert b['increase_pct'] == pytest.approx(150.0)
     assert b['bracket_lo'] == pytest.approx(0.0) and b['bracket_hi'] == pytest.approx(300.0)
-    assert ML.increase_bracket(0.008, 0.008, [0.001, 0.008])['reading'] == 'undetermined'
+    assert MLR.increase_bracket(0.008, 0.008, [0.001, 0.008])['reading'] == 'undetermined'
 
 
 # ----------------------------------------------------------------------------- Tables 7-9
@@ -155,7 +156,7 @@ def test_table8_and_lm_claims():
     assert b['n'] == 6 and b['n_div'] == 1 and k['n_div'] == 0
     assert b['ppl_mean'] == pytest.approx(np.mean([100, 120, 130, 125, 115]))
     assert b['ppl_n'] == 5 and k['ppl_n'] == 6
-    assert b['max_lr'] == 1e-2 and b['max_lr_bound'] == ML.BOUND_LOWER   # 1/6 < 20%: the only LR is stable
+    assert b['max_lr'] == 1e-2 and b['max_lr_bound'] == MLR.BOUND_LOWER   # 1/6 < 20%: the only LR is stable
     assert b['max_lr_increase_reading'] == 'undetermined'
     assert b['paper_model'] == 'Small d=256, L=6' and b['paper_div_of_24'] == 2 and k['paper_ppl'] == 52.1
     assert t.columns[-1] == 'data' and 'NOT WikiText-103' in b['data']

@@ -100,6 +100,16 @@ def test_max_stable_lr_tiny_no_norm_and_resume(tmp_path):
     max_lr2, t2 = max_stable_lr(TINY, lrs, 2, False, out_dir=tmp_path)
     assert max_lr2 == max_lr and t2.attrs['n_run'] == 0 and t2.attrs['n_cached'] == 4
     pd.testing.assert_frame_equal(t, t2)
+    # one route: Table 5 (tables.maxlr, notebook 07) reads the same cached runs through max_lr_summary
+    from rksp.experiments.stability import max_lr_summary
+    from rksp.experiments.tables.maxlr import maxlr_table
+    from rksp.harness.record import load_records
+    rows = load_records(tmp_path)
+    s = max_lr_summary(rows)
+    assert (s['max_lr'], s['max_lr_contiguous'], s['bound']) == (t.attrs['max_lr'], t.attrs['max_lr_contiguous'],
+                                                                 t.attrs['bound'])
+    t5 = maxlr_table(rows.assign(norm='none', kss=False))
+    assert float(t5.iloc[0]['max_lr_without']) == max_lr
     # with KSS (cheap settings) the runs are new ones, in the same directory
     max_lr3, t3 = max_stable_lr(TINY, lrs, 2, {'alpha': 0.15, 'rank': 8}, out_dir=tmp_path)
     assert t3.attrs['n_run'] == 4 and len(list(tmp_path.glob('*.json'))) == 8

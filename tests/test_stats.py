@@ -11,6 +11,7 @@ from scipy import stats as sps  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from rksp import defaults
+from rksp.experiments import prediction_stats as PS  # noqa: E402
 from rksp.experiments import stats  # noqa: E402
 from rksp.errors import RKSPInputError  # noqa: E402
 
@@ -22,34 +23,34 @@ def test_auroc_matches_sklearn_random_and_ties():
         y = rng.integers(0, 2, n)
         y[0], y[1] = 0, 1
         s = rng.normal(size=n) + y
-        assert stats.auroc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert PS.auroc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
         s_tied = np.round(s)  # heavy ties
-        assert stats.auroc(s_tied, y) == pytest.approx(roc_auc_score(y, s_tied), abs=1e-12)
+        assert PS.auroc(s_tied, y) == pytest.approx(roc_auc_score(y, s_tied), abs=1e-12)
 
 
 def test_auroc_known_values():
     y = np.array([0, 0, 0, 1, 1])
-    assert stats.auroc([0.1, 0.2, 0.3, 0.8, 0.9], y) == 1.0
-    assert stats.auroc([0.9, 0.8, 0.7, 0.2, 0.1], y) == 0.0
-    assert stats.auroc([0.5] * 5, y) == 0.5
+    assert PS.auroc([0.1, 0.2, 0.3, 0.8, 0.9], y) == 1.0
+    assert PS.auroc([0.9, 0.8, 0.7, 0.2, 0.1], y) == 0.0
+    assert PS.auroc([0.5] * 5, y) == 0.5
     # one tie between a positive and a negative: (5 + 0.5) / 6
-    assert stats.auroc([0.1, 0.2, 0.5, 0.5, 0.9], [0, 0, 0, 1, 1]) == pytest.approx(5.5 / 6)
-    assert stats.auroc([1, 2, 3], [True, False, True]) == pytest.approx(roc_auc_score([1, 0, 1], [1, 2, 3]))
+    assert PS.auroc([0.1, 0.2, 0.5, 0.5, 0.9], [0, 0, 0, 1, 1]) == pytest.approx(5.5 / 6)
+    assert PS.auroc([1, 2, 3], [True, False, True]) == pytest.approx(roc_auc_score([1, 0, 1], [1, 2, 3]))
 
 
 def test_auroc_one_class_is_nan_with_reason():
-    v, note = stats.auroc([0.1, 0.2, 0.3], [1, 1, 1], return_note=True)
+    v, note = PS.auroc([0.1, 0.2, 0.3], [1, 1, 1], return_note=True)
     assert math.isnan(v) and "one class only" in note
-    r = stats.auroc_ci([0.1, 0.2], [0, 0])
+    r = PS.auroc_ci([0.1, 0.2], [0, 0])
     assert math.isnan(r["auroc"]) and math.isnan(r["lo"]) and "one class only" in r["note"]
     assert r["n_pos"] == 0 and r["n_neg"] == 2
 
 
 def test_auroc_drops_nan_and_rejects_bad_labels():
-    v, note = stats.auroc([0.1, np.nan, 0.9, 0.2], [0, 1, 1, np.nan], return_note=True)
+    v, note = PS.auroc([0.1, np.nan, 0.9, 0.2], [0, 1, 1, np.nan], return_note=True)
     assert v == 1.0 and "dropped 2" in note
     with pytest.raises(RKSPInputError):
-        stats.auroc([0.1, 0.2], [0, 2])
+        PS.auroc([0.1, 0.2], [0, 2])
 
 
 def _synthetic(n, shift=1.0, seed=0):
@@ -61,13 +62,13 @@ def _synthetic(n, shift=1.0, seed=0):
 
 def test_bootstrap_ci_contains_point_shrinks_and_is_deterministic():
     s, y = _synthetic(100)
-    r = stats.auroc_ci(s, y, seed=3)
+    r = PS.auroc_ci(s, y, seed=3)
     assert r["lo"] <= r["auroc"] <= r["hi"]
     assert r["n"] == 100 and r["n_pos"] + r["n_neg"] == 100
-    assert stats.auroc_ci(s, y, seed=3) == r
-    assert stats.auroc_ci(s, y, seed=4)["lo"] != r["lo"]
+    assert PS.auroc_ci(s, y, seed=3) == r
+    assert PS.auroc_ci(s, y, seed=4)["lo"] != r["lo"]
     s2, y2 = _synthetic(2000)
-    r2 = stats.auroc_ci(s2, y2, seed=3)
+    r2 = PS.auroc_ci(s2, y2, seed=3)
     assert (r2["hi"] - r2["lo"]) < 0.5 * (r["hi"] - r["lo"])
     assert r2["lo"] <= r2["auroc"] <= r2["hi"]
 
@@ -78,14 +79,14 @@ def test_bootstrap_matches_loop_reference():
     s = np.round(s, 1)  # ties
     y = y.astype(np.int8)
     rng = np.random.default_rng(0)
-    idx = stats._boot_index(y, 50, rng, stratified=True)
-    codes, nu = stats._dense_codes(s)
-    fast = stats._auc_rows(codes, y, idx, nu)
+    idx = PS._boot_index(y, 50, rng, stratified=True)
+    codes, nu = PS._dense_codes(s)
+    fast = PS._auc_rows(codes, y, idx, nu)
     ref = np.array([roc_auc_score(y[i], s[i]) for i in idx])
     np.testing.assert_allclose(fast, ref, atol=1e-12)
     # plain resampling: one-class rows give NaN, others equal sklearn
     idx2 = np.vstack([np.flatnonzero(y == 0)[np.zeros(40, int)], np.random.default_rng(1).integers(0, 40, (20, 40))])
-    fast2 = stats._auc_rows(codes, y, idx2, nu)
+    fast2 = PS._auc_rows(codes, y, idx2, nu)
     assert math.isnan(fast2[0])
     np.testing.assert_allclose(fast2[1:], [roc_auc_score(y[i], s[i]) for i in idx2[1:]], atol=1e-12)
 
@@ -93,10 +94,10 @@ def test_bootstrap_matches_loop_reference():
 def test_plain_bootstrap_skips_one_class_resamples():
     s = np.arange(6.0)
     y = np.array([0, 0, 0, 0, 0, 1])
-    r = stats.auroc_ci(s, y, stratified=False, seed=0)
+    r = PS.auroc_ci(s, y, stratified=False, seed=0)
     assert r["auroc"] == 1.0 and "skipped" in r["note"]
     assert r["lo"] == 1.0 and r["hi"] == 1.0
-    rs = stats.auroc_ci(s, y, stratified=True, seed=0)
+    rs = PS.auroc_ci(s, y, stratified=True, seed=0)
     assert "skipped" not in rs["note"] and "few of a class" in rs["note"]
 
 
@@ -105,16 +106,16 @@ def test_auroc_diff_ci():
     y = rng.integers(0, 2, 300)
     good = y * 2.0 + rng.normal(size=300)
     bad = y * 0.2 + rng.normal(size=300)
-    r = stats.auroc_diff_ci(good, bad, y)
+    r = PS.auroc_diff_ci(good, bad, y)
     assert r["lo"] > 0 and r["diff"] == pytest.approx(r["auroc_a"] - r["auroc_b"])
     assert r["auroc_a"] == pytest.approx(roc_auc_score(y, good))
-    r0 = stats.auroc_diff_ci(good, good, y)
+    r0 = PS.auroc_diff_ci(good, good, y)
     assert r0["diff"] == 0 and r0["lo"] == 0 and r0["hi"] == 0
 
 
 def test_bootstrap_default_is_paper_resamples():
     import inspect
-    assert inspect.signature(stats.auroc_ci).parameters["n_boot"].default == defaults.BOOTSTRAP_RESAMPLES
+    assert inspect.signature(PS.auroc_ci).parameters["n_boot"].default == defaults.BOOTSTRAP_RESAMPLES
 
 
 # ---------------------------------------------------------------- predictor_table
@@ -129,7 +130,7 @@ def _runs(n=120, seed=0):
 
 def test_predictor_table_shape_and_values():
     df = _runs()
-    t = stats.predictor_table(df, {"M≈1": "m_near_unit", "-rho": lambda d: -d["rho"]}, n_boot=200)
+    t = PS.predictor_table(df, {"M≈1": "m_near_unit", "-rho": lambda d: -d["rho"]}, n_boot=200)
     assert list(t.columns) == ["predictor", "auroc", "lo", "hi", "n", "n_pos", "n_neg", "note"]
     assert list(t["predictor"]) == ["M≈1", "-rho"]
     assert t.loc[0, "auroc"] == pytest.approx(roc_auc_score(df["diverged"], df["m_near_unit"]))
@@ -140,7 +141,7 @@ def test_predictor_table_shape_and_values():
 def test_predictor_table_by_stratum_single_class_nan():
     df = _runs()
     df.loc[df["norm"] == "Pre-LN", "diverged"] = False
-    t = stats.predictor_table(df, {"M≈1": "m_near_unit"}, by="norm", n_boot=100)
+    t = PS.predictor_table(df, {"M≈1": "m_near_unit"}, by="norm", n_boot=100)
     assert set(t["norm"]) == {"Pre-LN", "Post-LN", "No-Norm"}
     pre = t[t["norm"] == "Pre-LN"].iloc[0]
     assert math.isnan(pre["auroc"]) and "one class only" in pre["note"]
@@ -151,7 +152,7 @@ def test_predictor_table_by_stratum_single_class_nan():
 
 def test_predictor_table_accepts_precomputed_result():
     df = _runs()
-    t = stats.predictor_table(df, {"[M≈1, log LR]": lambda d: stats.cv_logistic(
+    t = PS.predictor_table(df, {"[M≈1, log LR]": lambda d: PS.cv_logistic(
         d, ["m_near_unit", "log_lr"], "diverged", n_boot=100)})
     assert t.loc[0, "auroc"] > 0.8 and t.loc[0, "n"] == len(df)
 
@@ -162,27 +163,27 @@ def test_cv_logistic_separable_and_noise():
     n = 200
     y = rng.integers(0, 2, n)
     df = pd.DataFrame({"a": y * 3.0 + rng.normal(size=n), "b": rng.normal(size=n), "y": y})
-    r = stats.cv_logistic(df, ["a", "b"], "y", n_boot=200)
+    r = PS.cv_logistic(df, ["a", "b"], "y", n_boot=200)
     assert r["auroc"] > 0.9 and r["lo"] <= r["auroc"] <= r["hi"]
     assert r["probs"].index.equals(df.index) and r["probs"].notna().all()
     assert r["probs"].between(0, 1).all()
     assert r["coef"]["a"] > 1.0 and abs(r["coef"]["b"]) < 0.5
     assert r["model"] is not None and r["n_splits"] == 5
     noise = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "y": y})
-    rn = stats.cv_logistic(noise, ["a", "b"], "y", n_boot=200)
+    rn = PS.cv_logistic(noise, ["a", "b"], "y", n_boot=200)
     assert abs(rn["auroc"] - 0.5) < 0.15
 
 
 def test_cv_logistic_few_of_a_class():
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"a": rng.normal(size=30), "y": [1, 1, 1] + [0] * 27})
-    r = stats.cv_logistic(df, ["a"], "y", n_boot=50)
+    r = PS.cv_logistic(df, ["a"], "y", n_boot=50)
     assert r["n_splits"] == 3 and "reduced" in r["note"] and not math.isnan(r["auroc"])
     df1 = pd.DataFrame({"a": rng.normal(size=30), "y": [1] + [0] * 29})
-    r1 = stats.cv_logistic(df1, ["a"], "y", n_boot=50)
+    r1 = PS.cv_logistic(df1, ["a"], "y", n_boot=50)
     assert math.isnan(r1["auroc"]) and "too few" in r1["note"]
     df0 = pd.DataFrame({"a": rng.normal(size=30), "y": [0] * 30})
-    r0 = stats.cv_logistic(df0, ["a"], "y")
+    r0 = PS.cv_logistic(df0, ["a"], "y")
     assert math.isnan(r0["auroc"]) and r0["model"] is None
 
 
@@ -192,7 +193,7 @@ def test_cv_logistic_nan_rows_dropped():
     y = rng.integers(0, 2, n)
     df = pd.DataFrame({"a": y + 0.3 * rng.normal(size=n), "y": y})
     df.loc[3, "a"] = np.nan
-    r = stats.cv_logistic(df, ["a"], "y", n_boot=50)
+    r = PS.cv_logistic(df, ["a"], "y", n_boot=50)
     assert r["n"] == n - 1 and math.isnan(r["probs"].loc[3]) and "dropped 1" in r["note"]
 
 
@@ -201,7 +202,7 @@ def test_ece_zero_for_calibrated_bins():
     # every bin: mean prediction = observed frequency (3/20 at 0.15, 5/10 at 0.5, 3/4 at 0.75, 2/2 at 1.0)
     p = [0.15] * 20 + [0.5] * 10 + [0.75] * 4 + [1.0] * 2
     y = [1] * 3 + [0] * 17 + [1] * 5 + [0] * 5 + [1] * 3 + [0] + [1, 1]
-    r = stats.ece(p, y)
+    r = PS.ece(p, y)
     assert r["ece"] == pytest.approx(0.0, abs=1e-12)
     b = r["bins"]
     assert list(b.columns)[:7] == ["bin_lo", "bin_hi", "n", "n_pos", "n_neg", "mean_pred", "frac_pos"]
@@ -212,27 +213,27 @@ def test_ece_zero_for_calibrated_bins():
 
 def test_ece_hand_example():
     # bin [0.2,0.3): preds 0.2, 0.2 outcomes 1, 1 -> gap 0.8; bin [0.9,1]: 0.9, 0.9 outcomes 0, 1 -> gap 0.4
-    r = stats.ece([0.2, 0.2, 0.9, 0.9], [1, 1, 0, 1])
+    r = PS.ece([0.2, 0.2, 0.9, 0.9], [1, 1, 0, 1])
     assert r["ece"] == pytest.approx(0.5 * 0.8 + 0.5 * 0.4)
     assert r["mce"] == pytest.approx(0.8)
-    r5 = stats.ece([0.1, 0.3, 0.7], [0, 0, 1], n_bins=2)  # bins: [0,.5): mean .2 frac 0; [.5,1]: .7 vs 1
+    r5 = PS.ece([0.1, 0.3, 0.7], [0, 0, 1], n_bins=2)  # bins: [0,.5): mean .2 frac 0; [.5,1]: .7 vs 1
     assert r5["ece"] == pytest.approx(2 / 3 * 0.2 + 1 / 3 * 0.3)
     with pytest.raises(RKSPInputError):
-        stats.ece([1.5], [1])
+        PS.ece([1.5], [1])
 
 
 def test_calibration_raw_and_platt_and_plot(tmp_path):
     df = _runs(200)
-    c = stats.calibration(df, "m_near_unit")
+    c = PS.calibration(df, "m_near_unit")
     assert 0 <= c["raw"]["ece"] <= 1 and 0 <= c["platt"]["ece"] <= 1
     assert c["platt_probs"].notna().all()
-    fig = stats.reliability_plot(c["raw"]["bins"], ece_value=c["raw"]["ece"])
+    fig = PS.reliability_plot(c["raw"]["bins"], ece_value=c["raw"]["ece"])
     assert len(fig.axes) == 2
     fig.savefig(tmp_path / "rel.png")
     import matplotlib.pyplot as plt
     plt.close(fig)
     fig2, ax = plt.subplots()
-    stats.reliability_plot(c["platt"]["bins"], ax=ax, title="Platt")
+    PS.reliability_plot(c["platt"]["bins"], ax=ax, title="Platt")
     plt.close(fig2)
 
 

@@ -86,7 +86,7 @@ from torch import nn
 from rksp import defaults
 from rksp.core.dmd import randomized_dmd_eigvals
 from rksp.errors import RKSPInputError
-from rksp.core.snapshots import find_blocks, residual_states
+from rksp.core.snapshots import find_blocks, residual_states, sample_positions
 
 Tensor = torch.Tensor
 
@@ -306,18 +306,10 @@ class KSS:
             raise RKSPInputError(f"KSS rank r = {cfg.rank} exceeds the hidden size d = {d}; lower KSSConfig.rank")
 
         # token positions (one draw per application, shared by all depths)
-        valid = torch.arange(n_tokens, device=device)
-        if mask is not None:
-            m = torch.as_tensor(mask, device=device).reshape(-1).bool()
-            if m.numel() != n_tokens:
-                raise RKSPInputError(f"mask has {m.numel()} entries but the hidden states hold {n_tokens} tokens")
-            valid = valid[m]
-        n_avail = int(valid.numel())
-        if cfg.n_snapshots is not None and n_avail > cfg.n_snapshots:
-            pick = torch.randperm(n_avail, generator=self.generator)[:cfg.n_snapshots].sort().values
-            valid = valid[pick.to(device)]
+        valid = sample_positions(n_tokens, mask, cfg.n_snapshots, self.generator, device)
         N = int(valid.numel())
         if cfg.rank >= N:
+            n_avail = n_tokens if mask is None else int(torch.as_tensor(mask).reshape(-1).bool().sum())
             raise RKSPInputError(
                 f"KSS rank r = {cfg.rank} needs more than r token states per transition, got N = {N} "
                 f"({n_avail} usable tokens in the batch, n_snapshots = {cfg.n_snapshots}); "

@@ -183,6 +183,24 @@ def token_mask_of(inputs) -> torch.Tensor | None:
     return None
 
 
+def sample_positions(n_tokens: int, mask, n: int | None, generator: torch.Generator, device=None) -> torch.Tensor:
+    """The token sampler: positions (into the flattened batch x sequence states) of the token states
+    that enter the snapshot matrices X, Y (Eq. 6): the unmasked tokens, and of those ``n`` drawn
+    without replacement by ``generator`` (kept in order) when there are more. The profile
+    (:func:`capture_hidden`) and KSS (:mod:`rksp.core.kss`) both draw through it."""
+    valid = torch.arange(n_tokens, device=device)
+    if mask is not None:
+        m = torch.as_tensor(mask, device=device).reshape(-1).bool()
+        if m.numel() != n_tokens:
+            raise RKSPInputError(f"token mask has {m.numel()} entries (attention_mask) but the hidden "
+                                 f"states hold {n_tokens} tokens")
+        valid = valid[m]
+    if n is not None and valid.numel() > n:
+        pick = torch.randperm(int(valid.numel()), generator=generator)[:n].sort().values
+        valid = valid[pick.to(valid.device)]
+    return valid
+
+
 def capture_hidden(model: nn.Module, inputs, n_snapshots: int | None = defaults.N_SNAPSHOTS, *,
                    seed: int = defaults.SNAPSHOT_SEED, blocks=None, dtype=torch.float64,
                    device=None, token_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -203,17 +221,8 @@ def capture_hidden(model: nn.Module, inputs, n_snapshots: int | None = defaults.
             raise RKSPInputError(f"block state has shape {tuple(h.shape)}; expected (..., d)")
         flat = h.reshape(-1, h.shape[-1])
         if "idx" not in chosen:
-            valid = torch.arange(flat.shape[0], device=flat.device)
-            if token_mask is not None:
-                m = token_mask.reshape(-1).to(flat.device)
-                if m.numel() != flat.shape[0]:
-                    raise RKSPInputError("attention_mask does not match the hidden-state shape")
-                valid = valid[m]
-            if n_snapshots is not None and valid.numel() > n_snapshots:
-                g = torch.Generator(device="cpu").manual_seed(int(seed))
-                pick = torch.randperm(valid.numel(), generator=g)[:n_snapshots].sort().values
-                valid = valid[pick.to(valid.device)]
-            chosen["idx"] = valid
+            g = torch.Generator(device="cpu").manual_seed(int(seed))
+            chosen["idx"] = sample_positions(flat.shape[0], token_mask, n_snapshots, g, flat.device)
         return flat.index_select(0, chosen["idx"]).detach().to(device=device or flat.device, dtype=dtype)
 
     def pre_hook(mod, args, kwargs):

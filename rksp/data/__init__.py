@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict
 
 from .images import ImageData, load_image_data
-from .recall import RecallTask, derive_seed, make_recall
+from .recall import RecallTask, derive_split_seed, make_recall
 from .synthetic_lm import SyntheticLMTask, make_synthetic_lm
 from .text import LMCorpus, get_bpe_tokenizer, load_lm_corpus, standin_documents, train_bpe_tokenizer
 
@@ -37,7 +37,7 @@ __all__ = [
     "get_bpe_tokenizer",
     "ImageData",
     "load_image_data",
-    "derive_seed",
+    "derive_split_seed",
     "TASKS",
     "get_task",
 ]

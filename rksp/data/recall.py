@@ -37,7 +37,7 @@ __all__ = [
     "RECALL_N_PAIRS",
     "RECALL_N_TRAIN",
     "RECALL_N_VAL",
-    "derive_seed",
+    "derive_split_seed",
     "make_recall",
     "RecallTask",
 ]
@@ -49,7 +49,7 @@ RECALL_N_TRAIN = 10_000    # (ours) dataset size is not stated in the paper
 RECALL_N_VAL = 2_000       # (ours)
 
 
-def derive_seed(seed: int, stream: str) -> int:
+def derive_split_seed(seed: int, stream: str) -> int:
     """A deterministic 63-bit seed derived from ``seed`` and a stream name.
 
     Used so that e.g. the validation split of a task never shares its random
@@ -130,7 +130,7 @@ class RecallTask:
     """The associative-recall dataset with deterministic train / val splits.
 
     ``train()`` is ``make_recall(n_train, ..., seed=seed)``; ``val()`` uses a
-    seed derived from ``seed`` (``derive_seed(seed, "val")``), so the two
+    seed derived from ``seed`` (``derive_split_seed(seed, "val")``), so the two
     splits are independent draws.  Results are cached on the instance.
 
     The model predicts the value token from the full vocabulary, so
@@ -166,7 +166,7 @@ class RecallTask:
 
     @property
     def val_seed(self) -> int:
-        return derive_seed(self.seed, "val")
+        return derive_split_seed(self.seed, "val")
 
     def _get(self, split: str) -> Tuple[torch.Tensor, torch.Tensor]:
         key = (split, astuple(self))  # a field changed after a call -> regenerate

@@ -37,7 +37,7 @@ from typing import Dict, Tuple, Union
 import numpy as np
 import torch
 
-from .recall import check_int, derive_seed
+from .recall import check_int, derive_split_seed
 
 __all__ = [
     "SPECIAL_TOKENS",
@@ -155,7 +155,7 @@ class SyntheticLMTask:
     """The synthetic-LM dataset (App. D.2) with deterministic train / val.
 
     ``train()`` is ``make_synthetic_lm(n_train, ..., seed=seed)``; ``val()``
-    uses ``derive_seed(seed, "val")``.  Cached on the instance.
+    uses ``derive_split_seed(seed, "val")``.  Cached on the instance.
     ``mode='random'`` is the random-token variant (Tables 11, 16-18).
     """
 
@@ -184,7 +184,7 @@ class SyntheticLMTask:
 
     @property
     def val_seed(self) -> int:
-        return derive_seed(self.seed, "val")
+        return derive_split_seed(self.seed, "val")
 
     def _get(self, split: str) -> torch.Tensor:
         key = (split, astuple(self))  # a field changed after a call -> regenerate

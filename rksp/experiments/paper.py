@@ -122,8 +122,6 @@ PAPER_TABLE10 = (
 )
 
 
-PAPER_TABLE7_OVERHEAD = TABLE7_KSS_OVERHEAD   # (paper) Table 7's KSS overhead column
-
 
 # Table 11 (eta_nl, M~1, rho) and the App. I tables' reliability where given.
 PAPER_TABLE11 = {
@@ -177,10 +175,3 @@ PAPER_TEXT = {
     "kan_kss_div_reduction": (3.0, 4.0),      # "KAN + KSS: 3-4x divergence reduction" (3/24 -> 1/24)
     "moe_eta_excess_over_dense": (0.15, 0.20),  # "MoE has eta_nl 15-20% higher than dense"
 }
-
-
-# the paper's printed columns, kept with the paper's other numbers
-PAPER_MECHANISM = MECHANISM
-
-
-PAPER_BEST_LR = BEST_LR

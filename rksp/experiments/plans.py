@@ -436,3 +436,39 @@ def appendix_configs(table: str, sizes: dict, common: dict, seeds, *, lm_task: d
         for seed in these:
             out.append(({"table": table, "row": name}, _row_config(spec, sizes, common, seed, lm_task)))
     return out
+
+
+# Tables 11 and 16-18 (notebook 11): one sweep; rows of Tables 16-18 that coincide with a Table 11
+# architecture reuse its runs (same hash, Table 11 seeds), the other rows get `appendix_seeds`
+# (small: 1 seed for the 8 new rows, 3 for the cheap dense comparator, ~5 min on 2 workers).
+ARCHITECTURE_PLANS: Dict[str, Dict[str, Any]] = {
+    'smoke': dict(sizes={'d_model': 32, 'n_layer': 2, 'n_head': 2}, seeds=[42],
+                  common={'lr': 3e-3, 'steps': 8, 'warmup_steps': 2, 'batch_size': 8, 'n_train': 128,
+                          'n_val': 32, 'profile_n_snapshots': 256, 'profile_at_end': True},
+                  lm={'seq_len': 32, 'vocab_size': 64}, appendix_seeds=None, appendix_row_seeds={}),
+    'small': dict(sizes={'d_model': 64, 'n_layer': 4, 'n_head': 4}, seeds=[*defaults.SEEDS, 1000, 1001, 1002],
+                  common={'lr': 3e-3, 'steps': 50, 'warmup_steps': 20, 'batch_size': 32, 'n_train': 4096,
+                          'n_val': 512, 'profile_n_snapshots': 2048, 'profile_at_end': True},
+                  lm={'seq_len': 64, 'vocab_size': 1000}, appendix_seeds=1,
+                  appendix_row_seeds={'Transformer, Pre-LN, comparable': 3}),
+    'paper': dict(sizes={'d_model': 256, 'n_layer': 6, 'n_head': 8}, seeds=[*defaults.SEEDS, *range(1000, 1021)],
+                  common={'lr': 1e-3, 'epochs': 5, 'warmup_steps': 100, 'batch_size': 32, 'n_train': 20_000,
+                          'n_val': 2_000, 'profile_n_snapshots': 2048, 'profile_at_end': True},
+                  lm={'seq_len': 256, 'vocab_size': 10_000}, appendix_seeds=None, appendix_row_seeds={}),
+}
+
+
+def architecture_run_configs(profile: str) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """[(labels, config)] of Tables 11 and 16-18 for one profile: label {'table': 'table11'} for the
+    Table 11 runs, then the appendix rows of `appendix_configs` (their seeds: the first
+    `appendix_seeds` of the plan's seeds, all when None; `appendix_row_seeds` gives a row its own count)."""
+    if profile not in ARCHITECTURE_PLANS:
+        raise ValueError(f"unknown profile {profile!r} (valid: {', '.join(ARCHITECTURE_PLANS)})")
+    p = ARCHITECTURE_PLANS[profile]
+    cfgs = architecture_configs(p['sizes'], p['common'], p['seeds'], lm_task=p['lm'])
+    app_seeds = p['seeds'] if p['appendix_seeds'] is None else p['seeds'][:p['appendix_seeds']]
+    row_seeds = {row: p['seeds'][:k] for row, k in p['appendix_row_seeds'].items()}
+    app = [lc for t in ('table16', 'table17', 'table18')
+           for lc in appendix_configs(t, p['sizes'], p['common'], app_seeds, lm_task=p['lm'],
+                                      table11_seeds=p['seeds'], row_seeds=row_seeds)]
+    return [({'table': 'table11'}, c) for c in cfgs] + app

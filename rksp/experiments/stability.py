@@ -19,6 +19,10 @@ n_diverged / n < `threshold` (0.20, strictly less: 1 of 5 = 20% is not stable).
 Both are reported: `max_stable_lr` returns `max_lr` and puts both in `table.attrs`;
 `compare_max_lr` gives a Table 5 row with the increase under each reading.
 
+One route: `max_lr_summary(runs)` (runs -> per-LR table -> both readings -> whether each is a
+bound of the grid) is what `max_stable_lr` returns and what Table 5 (`tables.maxlr`, notebook 07)
+tabulates from the cached runs; `increase_bracket` turns two of them into the "Increase" column.
+
 Trials: trial i uses seed `trial_seeds(trials)[i]`: 42, 123, 456 (the paper's seeds,
 `defaults.SEEDS`), then 1000 + i for i >= 3 (ours). Each trial is the base config with only
 `seed` changed (data_seed follows the seed unless the base fixes it), so a trial changes
@@ -47,7 +51,8 @@ from rksp.errors import ConfigError
 from rksp.harness.config import TrainConfig
 
 __all__ = ['max_stable_lr', 'divergence_table', 'pick_max_stable_lr', 'lr_increase', 'trial_seeds',
-           'stability_configs', 'compare_max_lr', 'is_stable']
+           'stability_configs', 'compare_max_lr', 'is_stable', 'max_lr_summary', 'increase_bracket', 'grid_bound',
+           'BOUND_EXACT', 'BOUND_LOWER', 'BOUND_UPPER']
 
 _TABLE_COLUMNS = ['lr', 'n', 'n_diverged', 'div_rate', 'stable', 'n_failed']
 
@@ -175,9 +180,10 @@ def max_stable_lr(base_config: Union[Dict[str, Any], TrainConfig], lrs: Sequence
                    verbose=verbose, **run_kwargs)
     if 'lr' not in df:   # a sweep whose rows are all 'missing' (should not happen)
         df['lr'] = [c['lr'] for c in cfgs]
-    table = divergence_table(df, thr)
-    max_lr, contiguous = pick_max_stable_lr(table)
-    table.attrs.update(max_lr=max_lr, max_lr_contiguous=contiguous, threshold=thr, trials=int(trials),
+    summary = max_lr_summary(df, thr)     # the same reading as Table 5 (notebook 07, tables.maxlr)
+    table, max_lr, contiguous = summary['table'], summary['max_lr'], summary['max_lr_contiguous']
+    table.attrs.update(max_lr=max_lr, max_lr_contiguous=contiguous, bound=summary['bound'],
+                       bound_contiguous=summary['bound_contiguous'], threshold=thr, trials=int(trials),
                        seeds=trial_seeds(trials), with_kss=with_kss if not isinstance(with_kss, dict) else dict(with_kss),
                        out_dir=str(df.attrs.get('out_dir', out_dir)), n_run=int(df.attrs.get('n_run', 0)),
                        n_cached=int(df.attrs.get('n_cached', 0)))
@@ -203,3 +209,61 @@ def compare_max_lr(base_config: Union[Dict[str, Any], TrainConfig], lrs: Sequenc
             'max_lr_contiguous_without': c0, 'max_lr_contiguous_with': c1,
             'increase_contiguous_pct': lr_increase(c0, c1),
             'table_without': t0, 'table_with': t1}
+
+
+BOUND_EXACT, BOUND_LOWER, BOUND_UPPER = '=', '≥ top of grid', '< bottom of grid'
+
+
+def per_lr_counts(table: pd.DataFrame) -> str:
+    return ', '.join(f"{fmt_lr(lr)}: {int(nd)}/{int(n)}" for lr, n, nd in
+                     zip(table['lr'], table['n'], table['n_diverged']))
+
+
+def grid_bound(value: Optional[float], lrs: Sequence[float]) -> str:
+    if value is None:
+        return BOUND_UPPER
+    return BOUND_LOWER if float(value) >= max(lrs) else BOUND_EXACT
+
+
+def next_grid_lr(value: float, lrs: Sequence[float]) -> float:
+    above = [x for x in sorted(lrs) if x > value]
+    return above[0] if above else float('inf')
+
+
+def increase_bracket(without: Optional[float], with_: Optional[float], lrs_without: Sequence[float],
+                     lrs_with: Optional[Sequence[float]] = None) -> Dict[str, Any]:
+    """Increase of the max stable LR in % (Table 5 "Increase", `lr_increase`) and its grid bracket.
+
+    The true max stable LR lies in [v, next grid LR above v): so the true increase lies in
+    (100 (w / next(u) - 1), 100 (next(w) / u - 1)) for u = without, w = with. `reading`:
+    'exact' (both measured), 'lower bound' (without measured, with ≥ top of grid: the increase is
+    at least `increase_pct`), 'undetermined' (without ≥ top of grid, or no stable LR on a side).
+    The increase is NaN unless 'exact' (a bound is never reported as a value)."""
+    lrs_with = lrs_without if lrs_with is None else lrs_with
+    bw, bk = grid_bound(without, lrs_without), grid_bound(with_, lrs_with)
+    nan = float('nan')
+    if bw == BOUND_EXACT and bk == BOUND_EXACT:
+        inc = lr_increase(without, with_)
+        lo = 100.0 * (float(with_) / next_grid_lr(without, lrs_without) - 1.0)
+        hi = 100.0 * (next_grid_lr(with_, lrs_with) / float(without) - 1.0)
+        return dict(increase_pct=inc, bracket_lo=lo, bracket_hi=hi, reading='exact', at_least=nan)
+    if bw == BOUND_EXACT and bk == BOUND_LOWER:
+        return dict(increase_pct=nan, bracket_lo=nan, bracket_hi=nan, reading='lower bound',
+                    at_least=lr_increase(without, with_))
+    return dict(increase_pct=nan, bracket_lo=nan, bracket_hi=nan, reading='undetermined', at_least=nan)
+
+
+def max_lr_summary(runs: pd.DataFrame, threshold: float = defaults.MAX_LR_DIVERGENCE) -> Dict[str, Any]:
+    """Max stable LR of one group of runs (columns lr, diverged[, status]) under both readings of
+    `pick_max_stable_lr`, whether each is a bound of the grid, and the per-LR counts."""
+    t = divergence_table(runs, threshold)
+    lrs = [float(x) for x in t['lr']]
+    max_lr, contiguous = pick_max_stable_lr(t)
+    return dict(table=t, lrs=lrs, max_lr=max_lr, max_lr_contiguous=contiguous,
+                bound=grid_bound(max_lr, lrs) if lrs else BOUND_UPPER,
+                bound_contiguous=grid_bound(contiguous, lrs) if lrs else BOUND_UPPER,
+                any_diverged=bool(t['n_diverged'].sum() > 0), n_per_lr=per_lr_counts(t))
+
+
+def fmt_lr(x: float) -> str:
+    return f"{float(x):g}"

@@ -179,7 +179,7 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: floa
     return 1.0 - (1.0 - min_ratio) * p
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
     decay, no_decay = [], []
     for p in model.parameters():
         if not p.requires_grad:
@@ -206,7 +206,7 @@ def _clip(params: Sequence[torch.Tensor], max_norm: float, total: torch.Tensor) 
         torch._foreach_mul_([p.grad for p in grads_params], coef)
 
 
-class _BatchSampler:
+class BatchSampler:
     """Batches without replacement; a fresh permutation each epoch (batches may straddle epochs)."""
 
     def __init__(self, n: int, batch_size: int, generator: torch.Generator):
@@ -315,7 +315,7 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
     profile_time = time.perf_counter() - t0
 
     # --- optimizer
-    groups = _param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay)
     opt = hk.make_optimizer(groups, cfg, model)
     if opt is None:
         opt = resolve_optimizer(cfg.optimizer)(groups, cfg)
@@ -329,7 +329,7 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
     hk.on_start(model, opt, cfg, ctx)
 
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 'batches'))
-    sampler = _BatchSampler(data.n_train, cfg.batch_size, gen)
+    sampler = BatchSampler(data.n_train, cfg.batch_size, gen)
     eval_bs = cfg.eval_batch_size or cfg.batch_size
 
     losses: List[float] = []

@@ -192,7 +192,7 @@ def encode_texts(tokenizer, texts: list[str], max_length: int) -> dict:
     """One batch of ``texts``, right-padded, truncated to ``max_length`` tokens (special tokens
     included): input_ids, attention_mask (and token_type_ids if the tokenizer gives them). A
     tokenizer without a pad token pads with its EOS (or UNK) token; the mask hides it. The one
-    tokenization path of every prompt and text input (``prompt_inputs``, ``pretrained``)."""
+    tokenization path of every prompt and text input (`rksp.pretrained.inputs`, `text_inputs`)."""
     if getattr(tokenizer, "pad_token", None) is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     kw = dict(return_tensors="pt", padding=True, truncation=True, max_length=max_length)
@@ -205,23 +205,6 @@ def encode_texts(tokenizer, texts: list[str], max_length: int) -> dict:
     if "token_type_ids" in enc:
         out["token_type_ids"] = enc["token_type_ids"]
     return out
-
-
-def prompt_inputs(loaded: LoadedModel, prompts: list[str], *, repeats: int = 4, max_length: int = 64,
-                  seed: int = 0) -> tuple[dict, str]:
-    """Inputs for one batched forward pass (App. D.3): prompts x repeats, capped at ``max_length`` tokens.
-
-    Without a tokenizer (a random-init shape), random token ids of the same
-    batch shape are used, and the returned description says so.
-    """
-    batch = [p for p in prompts for _ in range(repeats)]
-    if loaded.tokenizer is not None:
-        return (encode_texts(loaded.tokenizer, batch, max_length),
-                f"{len(prompts)} prompts x {repeats}, <= {max_length} tokens")
-    vocab = int(getattr(loaded.model.config, "vocab_size", 1000))
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (len(batch), max_length), generator=g)
-    return {"input_ids": ids}, f"random token ids ({len(batch)} x {max_length}; no tokenizer for this model)"
 
 
 # ---- profiling inputs from any text -------------------------------------------------------------

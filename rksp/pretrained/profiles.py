@@ -68,7 +68,8 @@ def profile_pretrained(model_or_key, n_snapshots: int | None = defaults.N_SNAPSH
                        device_map=None, local_path=None, n_layers: int | None = None,
                        max_layers: int | None = None, kreiss: bool = True, device="cpu",
                        metrics_device=None, progress: bool | None = None, tokenizer=None,
-                       weights: str | None = None, name: str | None = None) -> Profile:
+                       weights: str | None = None, name: str | None = None, inputs: dict | None = None,
+                       input_desc: str | None = None, eps: float = defaults.WHITEN_EPS) -> Profile:
     """RKSP profile of a pretrained LM on the fixed-prompt protocol (``text='prompts'``) or on prose (``'pydoc'``).
 
     ``model_or_key``: a registry key (loaded with :func:`load_pretrained`), a
@@ -78,6 +79,11 @@ def profile_pretrained(model_or_key, n_snapshots: int | None = defaults.N_SNAPSH
     ``max_layers`` profiles only the first blocks (the forward pass stops there).
     Snapshots are kept in float64 on ``device`` (default CPU); metrics are
     computed on ``metrics_device`` (default: the same).
+
+    The one profiling path for pretrained / HF models: ``rksp profile --hf``, ``rksp pretrained``, the
+    ``profiles`` stage of ``make reproduce`` and notebook 10 all call it. ``inputs`` (a tokenized batch,
+    e.g. :func:`rksp.pretrained.hf.text_inputs` of any text) replaces ``text``'s batch; ``input_desc`` says
+    what it is.
 
     ``meta`` carries ``key``, ``model``, ``weights``, ``text``, ``input``,
     ``n_params``, ``n_tokens`` (real tokens in the batch), ``n_snapshots``,
@@ -104,7 +110,10 @@ def profile_pretrained(model_or_key, n_snapshots: int | None = defaults.N_SNAPSH
     spec = get_spec(loaded.name)
     label = weights or loaded.label
     n_rows = len(prompts or read_prompts()) * repeats
-    if text == "prompts" and tok is not None:
+    text_label = text if tok is not None else "random-ids"
+    if inputs is not None:
+        desc, text_label = input_desc or "caller's inputs", "custom"
+    elif text == "prompts" and tok is not None:
         inputs = prompt_batch(tok, prompts, repeats=repeats, max_length=max_length)
         desc = (f"fixed prompts (App. D.3): {len(prompts or read_prompts())} prompts x {repeats} repeats = "
                 f"{inputs['input_ids'].shape[0]} rows, <= {max_length} tokens")
@@ -116,7 +125,8 @@ def profile_pretrained(model_or_key, n_snapshots: int | None = defaults.N_SNAPSH
         rows = n_rows if text == "prompts" else math.ceil((n_snapshots or defaults.N_SNAPSHOTS) / max_length)
         inputs = random_ids(model, rows, max_length, seed)
         desc = f"random token ids ({rows} x {max_length}; no tokenizer for this model)"
-    n_tokens = int(inputs["attention_mask"].sum())
+    mask = inputs.get("attention_mask")
+    n_tokens = int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
     dev = input_device(model)
     inputs = {k: v.to(dev) for k, v in inputs.items()}
     blocks = find_blocks(model)
@@ -139,13 +149,13 @@ def profile_pretrained(model_or_key, n_snapshots: int | None = defaults.N_SNAPSH
         f"rank-deficient: only {n_distinct} distinct token states < d = {d}; the DMD is fitted on that "
         f"subspace (whitening ridge eps elsewhere)")
     meta = {"key": spec.key if spec else str(loaded.name), "model": display, "weights": label,
-            "text": text if tok is not None else "random-ids", "input": desc, "source": str(loaded.source),
+            "text": text_label, "input": desc, "source": str(loaded.source),
             "n_params": n_params, "n_blocks_total": n_blocks, "n_tokens": n_tokens,
             "n_rows": int(inputs["input_ids"].shape[0]), "max_length": int(max_length),
             "n_distinct_states": int(n_distinct), "n_distinct_states_max": int(max(distinct)),
             "well_posed": bool(well_posed), "note": note, "seed": int(seed),
             "model_class": type(model).__name__}
-    prof = profile_hidden(hidden, kreiss=kreiss, progress=progress, device=metrics_device, meta=meta)
+    prof = profile_hidden(hidden, eps=eps, kreiss=kreiss, progress=progress, device=metrics_device, meta=meta)
     prof.layers["n_distinct"] = [min(distinct[l], distinct[l + 1]) for l in range(len(prof.layers))]
     prof.meta["seconds"] = round(time.perf_counter() - t0, 2)
     return prof

@@ -51,9 +51,5 @@ def dedupe_runs(rows: pd.DataFrame, keys: Sequence[str] = ()) -> pd.DataFrame:
     return rows.drop_duplicates(subset=[*keys, 'hash']).reset_index(drop=True)
 
 
-def fmt_lr(x: float) -> str:
-    return f"{float(x):g}"
-
-
 def slug(s: str) -> str:
     return re.sub(r'[^A-Za-z0-9]+', '_', str(s)).strip('_')

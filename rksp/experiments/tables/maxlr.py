@@ -19,62 +19,11 @@ import pandas as pd
 from rksp import defaults
 from rksp.experiments import paper as P
 from rksp.experiments.claims import Claim
-from rksp.experiments.stability import divergence_table, lr_increase, pick_max_stable_lr
+from rksp.experiments.stability import BOUND_LOWER, BOUND_UPPER, increase_bracket, max_lr_summary
+from rksp.experiments.stability import divergence_table
 from rksp.experiments.stats import fisher_exact, wilson
-from rksp.experiments.tables.common import dedupe_runs, fmt_lr, ok_runs
-
-BOUND_EXACT, BOUND_LOWER, BOUND_UPPER = '=', '≥ top of grid', '< bottom of grid'
-
-
-def _n_per_lr(table: pd.DataFrame) -> str:
-    return ', '.join(f"{fmt_lr(lr)}: {int(nd)}/{int(n)}" for lr, n, nd in
-                     zip(table['lr'], table['n'], table['n_diverged']))
-
-
-def _bound(value: Optional[float], lrs: Sequence[float]) -> str:
-    if value is None:
-        return BOUND_UPPER
-    return BOUND_LOWER if float(value) >= max(lrs) else BOUND_EXACT
-
-
-def _next_lr(value: float, lrs: Sequence[float]) -> float:
-    above = [x for x in sorted(lrs) if x > value]
-    return above[0] if above else float('inf')
-
-
-def increase_bracket(without: Optional[float], with_: Optional[float], lrs_without: Sequence[float],
-                     lrs_with: Optional[Sequence[float]] = None) -> Dict[str, Any]:
-    """Increase of the max stable LR in % (Table 5 "Increase", `lr_increase`) and its grid bracket.
-
-    The true max stable LR lies in [v, next grid LR above v): so the true increase lies in
-    (100 (w / next(u) - 1), 100 (next(w) / u - 1)) for u = without, w = with. `reading`:
-    'exact' (both measured), 'lower bound' (without measured, with ≥ top of grid: the increase is
-    at least `increase_pct`), 'undetermined' (without ≥ top of grid, or no stable LR on a side).
-    The increase is NaN unless 'exact' (a bound is never reported as a value)."""
-    lrs_with = lrs_without if lrs_with is None else lrs_with
-    bw, bk = _bound(without, lrs_without), _bound(with_, lrs_with)
-    nan = float('nan')
-    if bw == BOUND_EXACT and bk == BOUND_EXACT:
-        inc = lr_increase(without, with_)
-        lo = 100.0 * (float(with_) / _next_lr(without, lrs_without) - 1.0)
-        hi = 100.0 * (_next_lr(with_, lrs_with) / float(without) - 1.0)
-        return dict(increase_pct=inc, bracket_lo=lo, bracket_hi=hi, reading='exact', at_least=nan)
-    if bw == BOUND_EXACT and bk == BOUND_LOWER:
-        return dict(increase_pct=nan, bracket_lo=nan, bracket_hi=nan, reading='lower bound',
-                    at_least=lr_increase(without, with_))
-    return dict(increase_pct=nan, bracket_lo=nan, bracket_hi=nan, reading='undetermined', at_least=nan)
-
-
-def max_lr_summary(runs: pd.DataFrame, threshold: float = defaults.MAX_LR_DIVERGENCE) -> Dict[str, Any]:
-    """Max stable LR of one group of runs (columns lr, diverged[, status]) under both readings of
-    `pick_max_stable_lr`, whether each is a bound of the grid, and the per-LR counts."""
-    t = divergence_table(runs, threshold)
-    lrs = [float(x) for x in t['lr']]
-    max_lr, contiguous = pick_max_stable_lr(t)
-    return dict(table=t, lrs=lrs, max_lr=max_lr, max_lr_contiguous=contiguous,
-                bound=_bound(max_lr, lrs) if lrs else BOUND_UPPER,
-                bound_contiguous=_bound(contiguous, lrs) if lrs else BOUND_UPPER,
-                any_diverged=bool(t['n_diverged'].sum() > 0), n_per_lr=_n_per_lr(t))
+from rksp.experiments.tables.common import dedupe_runs, ok_runs
+from rksp.experiments.stability import fmt_lr
 
 
 def bound_note(label: str, s: Dict[str, Any]) -> str:

@@ -24,12 +24,12 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
-from scipy import stats as _sps
 
 from rksp.experiments import paper as P
 from rksp.experiments.claims import Claim, counts_direction_claim, flip_note  # noqa: F401 (MT.counts_direction_claim)
-from rksp.experiments.paper import PAPER_BEST_LR, PAPER_MECHANISM
+from rksp.experiments.stats import cochran_armitage, pearson_ci, risk_ratio, spearman
 from rksp.experiments.stats import fisher_exact, wilson
+from rksp.experiments.stats import join_notes
 from rksp.experiments.stats import pearson, rate_difference
 from rksp.experiments.tables.common import data_used, finite_mean, ok_runs, overhead_pct
 from rksp.methods.rows import KSS_ALPHA_SWEEP
@@ -81,13 +81,6 @@ LABEL_NAMES = {'task': 'task-gradient label (harness default)', 'total': 'total-
 ALPHA_OF: Dict[str, float] = {REFERENCE: 0.0, **dict(zip(TABLES['alpha_sweep'], KSS_ALPHA_SWEEP))}
 
 
-def join_notes(*notes: str) -> str:
-    """Non-empty notes joined by '; '."""
-    return '; '.join(n for n in notes if n)
-
-_join = join_notes
-
-
 def _flags(g: pd.DataFrame, label: str) -> pd.Series:
     col = LABEL_COLS[label]
     if col not in g:
@@ -134,7 +127,7 @@ def method_table_full(rows: pd.DataFrame, methods: Sequence[str], reference: str
             'n_div_total_grad': kt,
             'fisher_p_vs_ref_total_grad_label': (fisher_exact(kt, n, kr, nr)['p']
                                                  if (m != reference and n and nr) else NAN),
-            'n_m_end': n_end, 'note': _join(*notes),
+            'n_m_end': n_end, 'note': join_notes(*notes),
         })
     ex = pd.DataFrame(extra, index=base.index)
     out = pd.concat([base, ex], axis=1)
@@ -187,7 +180,7 @@ def rate_difference_claim(id: str, description: str, rows: pd.DataFrame, a: str,
     paper = _paper_div(a, paper_rows) - _paper_div(b, paper_rows)
     counts = f"{a}: {ka}/{na}, {b}: {kb}/{nb} ({LABEL_NAMES[label]})"
     return counts_direction_claim(id, description, round(paper, 1), ka, na, kb, nb, expected_sign,
-                                  notes=_join(counts, notes))
+                                  notes=join_notes(counts, notes))
 
 
 def lowest_rate_claim(id: str, description: str, rows: pd.DataFrame, target: str, methods: Sequence[str],
@@ -199,39 +192,19 @@ def lowest_rate_claim(id: str, description: str, rows: pd.DataFrame, target: str
     first in table order); the paper value is the paper's target minus its best other row."""
     others = [m for m in methods if m != target and div_counts(rows, m, label)[1] > 0]
     if not others:
-        return Claim.direction(id, description, NAN, NAN, None, notes=_join('no other row has runs', notes),
+        return Claim.direction(id, description, NAN, NAN, None, notes=join_notes('no other row has runs', notes),
                                expected_sign=-1, p=NAN)
     rates = [div_counts(rows, m, label) for m in others]
     best = others[int(np.argmin([k / n for k, n in rates]))]
     pr = [m for m in methods if m != target and not math.isnan(_paper_div(m, paper_rows))]
     paper_best = min(pr, key=lambda m: _paper_div(m, paper_rows)) if pr else None
     c = rate_difference_claim(id, description, rows, target, best, label, paper_rows,
-                              notes=_join(f'best other row here: {best}', notes))
+                              notes=join_notes(f'best other row here: {best}', notes))
     c.paper_value = (round(_paper_div(target, paper_rows) - _paper_div(paper_best, paper_rows), 1)
                      if paper_best else NAN)
     if paper_best:
-        c.notes = _join(c.notes, f"paper's best other row: {paper_best}")
+        c.notes = join_notes(c.notes, f"paper's best other row: {paper_best}")
     return c
-
-
-def risk_ratio(k1: int, n1: int, k2: int, n2: int, alpha: float = 0.05) -> Dict[str, Any]:
-    """Risk ratio (k1/n1) / (k2/n2) with Katz's log CI. When a count is 0 (or k = n, where the
-    log-variance term vanishes) 0.5 is added to each k and 1 to each n (noted). NaN if a group
-    is empty or both counts are 0. Paper use: "KSS's 5.3x reduction" = rate(No control) / rate(KSS)."""
-    k1, n1, k2, n2 = (int(v) for v in (k1, n1, k2, n2))
-    if n1 == 0 or n2 == 0:
-        return dict(rr=NAN, lo=NAN, hi=NAN, note='empty group')
-    if k1 == 0 and k2 == 0:
-        return dict(rr=NAN, lo=NAN, hi=NAN, note='no divergence in either group')
-    note = ''
-    a, b, c, d = float(k1), float(n1), float(k2), float(n2)
-    if k1 == 0 or k2 == 0:
-        a, b, c, d = a + 0.5, b + 1.0, c + 0.5, d + 1.0
-        note = 'a zero count: 0.5 added to each k and 1 to each n'
-    rr = (a / b) / (c / d)
-    se = math.sqrt(max(0.0, 1 / a - 1 / b + 1 / c - 1 / d))
-    z = float(_sps.norm.ppf(1 - alpha / 2))
-    return dict(rr=rr, lo=rr * math.exp(-z * se), hi=rr * math.exp(z * se), note=note)
 
 
 def reduction_factor_claim(id: str, description: str, rows: pd.DataFrame, method: str,
@@ -249,50 +222,8 @@ def reduction_factor_claim(id: str, description: str, rows: pd.DataFrame, method
         q = risk_ratio(a, n_a, b, n_b)
         return Claim.interval(id, description, round(paper, 2), q['rr'], (q['lo'], q['hi']), **rule_kw).verdict
     return Claim.interval(id, description, round(paper, 2), rr['rr'], (rr['lo'], rr['hi']),
-                          notes=_join(f'{reference}: {kr}/{nr}, {method}: {km}/{nm} ({LABEL_NAMES[label]})',
+                          notes=join_notes(f'{reference}: {kr}/{nr}, {method}: {km}/{nm} ({LABEL_NAMES[label]})',
                                       rr['note'], notes, flip_note(verdict, kr, nr, km, nm)), **rule_kw)
-
-
-def cochran_armitage(doses: Sequence[float], k: Sequence[int], n: Sequence[int]) -> Dict[str, Any]:
-    """Cochran-Armitage test for a linear trend of a proportion across ordered doses.
-
-    T = sum_i x_i (k_i - n_i p), Var T = p (1 - p) [sum n_i x_i^2 - (sum n_i x_i)^2 / N], z = T / sqrt(Var),
-    two-sided normal p (p = pooled rate, N = sum n). z < 0: the rate falls with the dose.
-    Groups with n = 0 are dropped. ``dict(z, p, n_groups, note)``; NaN with a note when fewer
-    than 2 doses, no variation in the doses, or a pooled rate of 0 or 1."""
-    x, k, n = (np.asarray(v, float) for v in (doses, k, n))
-    keep = n > 0
-    x, k, n = x[keep], k[keep], n[keep]
-    out = dict(z=NAN, p=NAN, n_groups=int(x.size), note='')
-    if x.size < 2 or np.ptp(x) == 0:
-        out['note'] = 'fewer than 2 distinct doses with runs'
-        return out
-    N = n.sum()
-    pbar = k.sum() / N
-    if pbar in (0.0, 1.0):
-        out['note'] = 'no divergence at any dose' if pbar == 0 else 'every run diverged'
-        return out
-    T = float((x * (k - n * pbar)).sum())
-    var = pbar * (1 - pbar) * float((n * x * x).sum() - (n * x).sum() ** 2 / N)
-    z = T / math.sqrt(var)
-    out.update(z=z, p=float(2 * _sps.norm.sf(abs(z))))
-    return out
-
-
-def spearman(x: Any, y: Any) -> Dict[str, Any]:
-    """Spearman rank correlation with scipy's two-sided p over the finite pairs;
-    ``dict(r, p, n, note)``, NaN when n < 3 or an input is constant."""
-    x = np.asarray(pd.to_numeric(pd.Series(list(x)), errors='coerce'), float)
-    y = np.asarray(pd.to_numeric(pd.Series(list(y)), errors='coerce'), float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    n = int(x.size)
-    if n < 3:
-        return dict(r=NAN, p=NAN, n=n, note='fewer than 3 finite pairs')
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return dict(r=NAN, p=NAN, n=n, note='constant input')
-    res = _sps.spearmanr(x, y)
-    return dict(r=float(res.statistic), p=float(res.pvalue), n=n, note='')
 
 
 def dose_response(rows: pd.DataFrame, doses: Optional[Mapping[str, float]] = None) -> pd.DataFrame:
@@ -336,7 +267,7 @@ def dose_trend(dr: pd.DataFrame) -> pd.DataFrame:
               else dict(z=NAN, p=NAN, note='not a proportion'))
         rows.append({'quantity': q, 'label': LABEL_NAMES[lab], 'spearman_r': s['r'], 'spearman_p': s['p'],
                      'n_doses': s['n'], 'cochran_armitage_z': ca['z'], 'cochran_armitage_p': ca['p'],
-                     'note': _join(s['note'], ca['note'] if col.startswith('div') else '')})
+                     'note': join_notes(s['note'], ca['note'] if col.startswith('div') else '')})
     return pd.DataFrame(rows)
 
 
@@ -394,7 +325,7 @@ def best_lr_in_band(rows: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
             row = {'best_lr_in_band': NAN, 'acc_pct_at_best_lr': NAN,
                    'note': 'no non-diverged run' if len(g) else 'no finished run'}
         out.append({'method': m, **row, 'band': ', '.join(f'{v:g}' for v in band),
-                    'paper_best_lr': PAPER_BEST_LR.get(m, NAN)})
+                    'paper_best_lr': P.BEST_LR.get(m, NAN)})
     return pd.DataFrame(out, columns=['method', 'best_lr_in_band', 'acc_pct_at_best_lr', 'band', 'paper_best_lr',
                                       'note'])
 
@@ -435,16 +366,6 @@ def overhead_difference(rows: pd.DataFrame, a: str, b: str, reference: str = REF
     return out
 
 
-def pearson_ci(r: float, n: int, alpha: float = 0.05) -> Tuple[float, float]:
-    """Fisher-z confidence interval of a Pearson r from n pairs; NaN when n <= 3 or r is NaN."""
-    if r is None or not np.isfinite(r) or n <= 3:
-        return NAN, NAN
-    r = float(np.clip(r, -0.999999999, 0.999999999))
-    z, se = math.atanh(r), 1 / math.sqrt(n - 3)
-    q = float(_sps.norm.ppf(1 - alpha / 2))
-    return math.tanh(z - q * se), math.tanh(z + q * se)
-
-
 def mechanism_points(table: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
     """Table 6 points of the ΔM≈1 / divergence-reduction correlation, one per method:
     ΔM≈1 = M≈1 after training of the method - that of the reference (means over non-diverged
@@ -465,7 +386,7 @@ def mechanism_points(table: pd.DataFrame, reference: str = REFERENCE) -> pd.Data
             'n': int(r['n']), 'n_m_end': int(r.get('n_m_end', -1)),
             'paper_delta_m_near_unit': pr.get('m_near_unit', NAN) - pref.get('m_near_unit', NAN),
             'paper_div_reduction_pp': pref.get('div_pct', NAN) - pr.get('div_pct', NAN),
-            'mechanism_paper': PAPER_MECHANISM.get(m, ''),
+            'mechanism_paper': P.MECHANISM.get(m, ''),
         })
     return pd.DataFrame(out)
 
@@ -484,7 +405,7 @@ def mechanism_correlation(points: pd.DataFrame, reference: str = REFERENCE) -> p
         rows.append({'label': LABEL_NAMES[lab], 'r': r['r'], 'r_ci_lo': lo, 'r_ci_hi': hi, 'p': r['p'],
                      'n_methods': r['n'], 'paper_r': P.TABLE6_CORRELATION['r'],
                      'paper_p_max': P.TABLE6_CORRELATION['p_max'], 'paper_r_from_table6_rows': pap['r'],
-                     'note': _join(r['note'], f'{n_nan} method(s) without ΔM≈1 (no non-diverged run)'
+                     'note': join_notes(r['note'], f'{n_nan} method(s) without ΔM≈1 (no non-diverged run)'
                                    if n_nan else '')})
     return pd.DataFrame(rows)
 

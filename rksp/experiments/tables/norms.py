@@ -25,8 +25,10 @@ from scipy import stats as _sps
 
 from rksp import defaults
 from rksp.experiments import paper as P
-from rksp.experiments.stats import (auroc_ci, auroc_diff_ci, cv_logistic, divergence_rate_table, ece, fisher_exact,
-                                    predictor_table, rate_difference, wilson)
+from rksp.experiments.prediction_stats import auroc_ci, auroc_diff_ci, cv_logistic, ece, predictor_table
+from rksp.experiments.prediction_stats import ece_ci
+from rksp.experiments.stats import divergence_rate_table, fisher_exact, rate_difference, wilson
+from rksp.experiments.stats import finite_numeric
 from rksp.experiments.stats import mean_ci  # noqa: F401 (NT.mean_ci in notebook 01)
 from rksp.experiments.tables.common import data_used
 from rksp.models.gpt import NORM_NAMES, NORMS
@@ -41,16 +43,13 @@ __all__ = ['pool_runs', 'init_rows', 'mean_ci', 'mean_diff', 'norm_table', 'form
 
 # ----------------------------------------------------------------------------- the pool
 
-def _num(s: Any) -> pd.Series:
-    return pd.to_numeric(s, errors='coerce').replace([np.inf, -np.inf], np.nan)
-
 
 def _col(df: pd.DataFrame, name: str) -> pd.Series:
-    return _num(df[name]) if name in df else pd.Series(NAN, index=df.index, dtype=float)
+    return finite_numeric(df[name]) if name in df else pd.Series(NAN, index=df.index, dtype=float)
 
 
 def _log10(s: pd.Series) -> pd.Series:
-    s = _num(s)
+    s = finite_numeric(s)
     return np.log10(s.where(s > 0))
 
 
@@ -89,8 +88,8 @@ def mean_diff(a: Any, b: Any, alpha: float = 0.05) -> Dict[str, Any]:
     Needs >= 2 finite values per group, else NaN with a note. When both groups have zero spread
     the Welch statistic is the limit sd -> 0: p = 0 and CI = [delta, delta] if the means differ
     (p = 1 if they are equal), noted as such."""
-    va = _num(pd.Series(np.asarray(a, dtype=float).ravel())).dropna().to_numpy()
-    vb = _num(pd.Series(np.asarray(b, dtype=float).ravel())).dropna().to_numpy()
+    va = finite_numeric(pd.Series(np.asarray(a, dtype=float).ravel())).dropna().to_numpy()
+    vb = finite_numeric(pd.Series(np.asarray(b, dtype=float).ravel())).dropna().to_numpy()
     out = dict(delta=NAN, lo=NAN, hi=NAN, p=NAN, n_a=int(va.size), n_b=int(vb.size), note='')
     if va.size == 0 or vb.size == 0:
         out['note'] = 'an empty group'
@@ -262,7 +261,7 @@ def _pool_cols(pool: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
     for c in cols:
         if c not in df:
             df[c] = NAN
-        df[c] = _num(df[c])
+        df[c] = finite_numeric(df[c])
     return df
 
 
@@ -398,29 +397,6 @@ def logistic_table(pool: pd.DataFrame, n_boot: int = defaults.BOOTSTRAP_RESAMPLE
 
 # ----------------------------------------------------------------------------- App. H
 
-def ece_ci(probs: Any, labels: Any, n_bins: int = defaults.ECE_BINS, n_boot: int = defaults.BOOTSTRAP_RESAMPLES,
-           seed: int = 0, alpha: float = 0.05) -> Tuple[float, float]:
-    """Percentile bootstrap CI of the ECE (runs resampled with replacement); (NaN, NaN) with fewer
-    than 2 finite rows or ``n_boot = 0``. The binned ECE is biased upward and so are its
-    resamples: for a well-calibrated score the interval can sit above the point estimate."""
-    p = _num(pd.Series(np.asarray(probs, dtype=float).ravel()))
-    y = _num(pd.Series(np.asarray(labels, dtype=float).ravel()))
-    keep = p.notna() & y.notna()
-    p, y = p[keep].to_numpy(), y[keep].to_numpy()
-    if p.size < 2 or not n_boot:
-        return NAN, NAN
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, p.size, size=(int(n_boot), p.size))
-    b = np.clip(np.floor(np.clip(p, 0, 1) * n_bins).astype(int), 0, n_bins - 1)
-    vals = np.empty(int(n_boot))
-    for i, ix in enumerate(idx):      # n_boot small histograms; cheap for a few hundred runs
-        bb, pp, yy = b[ix], p[ix], y[ix]
-        cnt = np.bincount(bb, minlength=n_bins)
-        gap = np.abs(np.bincount(bb, weights=yy, minlength=n_bins) - np.bincount(bb, weights=pp, minlength=n_bins))
-        vals[i] = gap.sum() / cnt.sum()
-    lo, hi = np.percentile(vals, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(lo), float(hi)
-
 
 def calibration_table(pool: pd.DataFrame, variants: Mapping[str, pd.Series], n_bins: int = defaults.ECE_BINS,
                       n_boot: int = defaults.BOOTSTRAP_RESAMPLES, seed: int = 0,
@@ -529,9 +505,9 @@ def roc_figure(labels: pd.Series, scores: Mapping[str, Any], title: str = 'ROC c
     from sklearn.metrics import roc_curve
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     ax.plot([0, 1], [0, 1], 'k:', lw=0.8, label='chance')
-    y_all = _num(pd.Series(np.asarray(labels, dtype=float)))
+    y_all = finite_numeric(pd.Series(np.asarray(labels, dtype=float)))
     for name, s in scores.items():
-        s = _num(pd.Series(np.asarray(s, dtype=float)))
+        s = finite_numeric(pd.Series(np.asarray(s, dtype=float)))
         keep = (s.notna() & y_all.notna()).to_numpy()
         y, v = y_all[keep].to_numpy(), s[keep].to_numpy()
         if len(np.unique(y)) < 2:
@@ -551,7 +527,7 @@ def roc_figure(labels: pd.Series, scores: Mapping[str, Any], title: str = 'ROC c
 def reliability_figure(bins: Mapping[str, pd.DataFrame], eces: Mapping[str, float]):
     """Fig. 5: one row per variant, reliability diagram (left) and predictions by outcome (right)."""
     import matplotlib.pyplot as plt
-    from rksp.experiments.stats import reliability_plot
+    from rksp.experiments.prediction_stats import reliability_plot
     names = list(bins)
     fig, axes = plt.subplots(len(names), 2, figsize=(9, 3.6 * len(names)), squeeze=False)
     for (ax_r, ax_h), name in zip(axes, names):

@@ -23,11 +23,12 @@ import pandas as pd
 from rksp import defaults
 from rksp.experiments import paper as P
 from rksp.experiments.claims import Claim
-from rksp.experiments.paper import PAPER_TABLE7_OVERHEAD
 from rksp.experiments.plans import SCALE_REFERENCE, SCALE_ROWS
 from rksp.experiments.stats import rate_difference
-from rksp.experiments.tables.common import fmt_lr, ok_runs, slug
-from rksp.experiments.tables.maxlr import bound_note, increase_bracket, max_lr_summary, none_to_nan
+from rksp.experiments.tables.common import ok_runs, slug
+from rksp.experiments.stability import fmt_lr
+from rksp.experiments.tables.maxlr import bound_note, none_to_nan
+from rksp.experiments.stability import increase_bracket, max_lr_summary
 
 
 def _diverged(g: pd.DataFrame) -> pd.Series:
@@ -143,7 +144,7 @@ def table7(rows: pd.DataFrame, paper: Optional[Dict[str, Tuple[int, float]]] = N
     t['paper_div_of_24'] = [paper.get(m, (np.nan, np.nan))[0] for m in t['method']]
     t['paper_div_pct'] = [_div_of(k) if np.isfinite(k) else np.nan for k in t['paper_div_of_24']]
     t['paper_ppl'] = [paper.get(m, (np.nan, np.nan))[1] for m in t['method']]
-    t['paper_overhead'] = [PAPER_TABLE7_OVERHEAD if m == 'KSS' else '' for m in t['method']]
+    t['paper_overhead'] = [P.TABLE7_KSS_OVERHEAD if m == 'KSS' else '' for m in t['method']]
     return _data_last(t)
 
 
