@@ -16,7 +16,7 @@ from rksp.methods.optim import (LAMB_WARMUP_STEPS, LION_BETAS, OPTIMIZER_ROWS, M
 from rksp.errors import ConfigError
 from rksp.harness.hooks import FunctionHooks, TrainHooks
 from rksp.harness.config import TrainConfig
-from rksp.harness.loop import _param_groups, train
+from rksp.harness.loop import param_groups, train
 
 TINY = dict(task='recall', preset='tiny', n_train=256, n_val=64, batch_size=16, warmup_steps=0,
             profile_at_init=False)
@@ -67,7 +67,7 @@ def _one_step(lin, x, y, opt):
 def test_lion_first_step_is_a_sign_update(wd):
     lin, x, y = _linear()
     lr = 1e-2
-    opt = make_lion(_param_groups(lin, wd), TrainConfig(optimizer='lion', lr=lr, weight_decay=wd))
+    opt = make_lion(param_groups(lin, wd), TrainConfig(optimizer='lion', lr=lr, weight_decay=wd))
     w0, g = _one_step(lin, x, y, opt)
     dw = lin.weight.detach() - w0['weight']
     assert torch.all(g['weight'] != 0)
@@ -83,7 +83,7 @@ def test_lamb_layerwise_trust_ratio(wd):
     lin, x, y = _linear(1)
     gain = nn.Parameter(torch.ones(4))        # a 1-D parameter (like a norm gain) takes the plain Adam step
     lr, eps = 1e-2, 1e-8
-    groups = _param_groups(lin, wd)
+    groups = param_groups(lin, wd)
     groups[-1]['params'].append(gain)
     opt = make_lamb(groups, TrainConfig(optimizer='lamb', lr=lr, weight_decay=wd, eps=eps))
     w0 = lin.weight.detach().clone()
@@ -227,7 +227,7 @@ def _mup(model, base_width=32, lr=1e-2, wd=0.01, optimizer='adamw', lr_mult=1.0)
     cfg = TrainConfig(preset='tiny', lr=lr, weight_decay=wd, optimizer=optimizer)
     h = MuPHooks(base_width=base_width, lr_mult=lr_mult)
     model = h.transform_model(model, cfg)
-    return model, h.make_optimizer(_param_groups(model, wd), cfg, model), h
+    return model, h.make_optimizer(param_groups(model, wd), cfg, model), h
 
 
 def test_mup_lr_and_weight_decay_scale_with_width():
@@ -302,7 +302,7 @@ def test_mup_coordinate_check():
         if mup:
             model, opt, _ = _mup(model, base_width=32, lr=1e-2, wd=0.0)
         else:
-            opt = torch.optim.AdamW(_param_groups(model, 0.0), lr=1e-2)
+            opt = torch.optim.AdamW(param_groups(model, 0.0), lr=1e-2)
         with torch.no_grad():
             l0 = model(x)
         for _ in range(3):

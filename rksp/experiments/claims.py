@@ -405,3 +405,17 @@ def annotate_flip_fragility(claims: pd.DataFrame, rate: float | None = None) -> 
             out.at[i, "notes"] = f"{notes}; {note}" if notes else note
     return out
 
+
+def verdicts_figure(claims: pd.DataFrame, title: str):
+    """Verdict counts per source notebook, stacked (reproduced / not reproduced / inconclusive)."""
+    import matplotlib.pyplot as plt
+    counts = claims.groupby("source")["verdict"].value_counts().unstack(fill_value=0).reindex(columns=list(VERDICTS), fill_value=0)
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(counts) + 1.2))
+    left = pd.Series(0, index=counts.index)
+    colors = {"reproduced": "tab:green", "not reproduced": "tab:red", "inconclusive": "tab:gray"}
+    for v in VERDICTS:
+        ax.barh(counts.index, counts[v], left=left, color=colors[v], label=v)
+        left = left + counts[v]
+    ax.invert_yaxis(); ax.set_xlabel("claims"); ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title)
+    return fig

@@ -258,3 +258,21 @@ def architecture_claims(rows11: pd.DataFrame, rows_app: pd.DataFrame | None = No
             notes=f"ours = Div.% with KSS − without (percentage points), Newcombe CI, Fisher p; "
                   f"KSS {kk}/{nk}, without {kb}/{nb}"))
     return claims
+
+
+def radar_figure(table: pd.DataFrame):
+    """Fig. 6: the architectures of Table 11 on a radar, each metric min-max normalized over the rows."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    metrics = ["eta_nl", "m_near_unit", "rho", "resdmd_kept", "div_rate_pct"]
+    vals = table[metrics].to_numpy(float)
+    span = np.nanmax(vals, 0) - np.nanmin(vals, 0)
+    norm = (vals - np.nanmin(vals, 0)) / np.where(span > 0, span, 1)
+    ang = np.linspace(0, 2 * np.pi, len(metrics), endpoint=False)
+    fig = plt.figure(figsize=(6, 6)); ax = fig.add_subplot(polar=True)
+    for name, r in zip(table["architecture"], norm):
+        ax.plot(np.r_[ang, ang[:1]], np.r_[r, r[:1]], marker="o", label=name)
+    ax.set_xticks(ang); ax.set_xticklabels(["η_nl", "M≈1", "ρ", "ResDMD kept", "div. %"])
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.8, 0.9))
+    ax.set_title("Fig. 6: architectures, each metric min-max normalized over rows")
+    return fig

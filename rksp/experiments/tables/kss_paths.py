@@ -69,3 +69,33 @@ def kss_path_table(rows: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFra
             'share_bound_scaled': float((sc < 1).mean()) if len(sc) else float('nan'),
         })
     return pd.DataFrame(out)
+
+
+def kss_paths_figure(kss_paths: pd.DataFrame, ratios: pd.DataFrame, title: str):
+    """Divergence per KSS gradient path (both labels) and the distribution of ‖g_KSS‖/‖g_task‖ per application."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    names = [n for n in kss_paths["kss_path"] if n != REFERENCE]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    ax = axes[0]
+    x = np.arange(len(kss_paths))
+    for off, (col, lo, hi, lab) in zip((-0.18, 0.18), (("div_pct", "div_ci_lo", "div_ci_hi", "task-gradient label"),
+                                                       ("div_pct_total_grad", "div_total_ci_lo", "div_total_ci_hi",
+                                                        "total-gradient label"))):
+        v = kss_paths[col].to_numpy(float)
+        err = np.vstack([v - kss_paths[lo].to_numpy(float), kss_paths[hi].to_numpy(float) - v])
+        ax.bar(x + off, v, 0.34, yerr=err, capsize=3, label=lab)
+    ax.set_xticks(x, [f"{n}\n(n={k})" for n, k in zip(kss_paths["kss_path"], kss_paths["n"])], fontsize=7, rotation=15)
+    ax.set(ylabel="diverged (%), Wilson 95% CI", ylim=(0, 100), title="Divergence per KSS gradient path")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    data = [ratios.loc[ratios["kss_path"] == n, "ratio"].dropna().to_numpy() for n in names]
+    if any(len(d) for d in data):
+        ax.boxplot([d if len(d) else [np.nan] for d in data], whis=(1, 99), showfliers=True)
+        ax.set_yscale("log")
+    ax.axhline(1, color="k", lw=0.5)
+    ax.set_xticks(range(1, len(names) + 1), names, fontsize=7, rotation=15)
+    ax.set(ylabel="‖g_KSS‖ / ‖g_task‖ per application", title="KSS / task gradient ratio (whiskers 1-99 %)")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

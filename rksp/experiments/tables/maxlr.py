@@ -133,3 +133,24 @@ def table5_claims(t5: pd.DataFrame, paper_range: Tuple[float, float] = (50.0, 15
                                   f"{r['norm']}: KSS raises the max stable LR by 50–150% (Table 5)",
                                   paper_range, ours, ci, notes=note, rel_tol=0.0, max_width=max_width))
     return out
+
+
+def maxlr_figure(per_lr: pd.DataFrame, norms: Sequence[str]):
+    """Table 5: divergence rate (Wilson CI) against the LR, without and with KSS, one panel per normalization."""
+    import matplotlib.pyplot as plt
+    from rksp.defaults import MAX_LR_DIVERGENCE
+    from rksp.models.gpt import NORM_NAMES
+    fig, axes = plt.subplots(1, len(norms), figsize=(4.2 * len(norms), 3.4), sharey=True, squeeze=False)
+    for ax, norm in zip(axes[0], norms):
+        for kss, style in ((False, dict(color="tab:red", marker="o", label="without KSS")),
+                           (True, dict(color="tab:blue", marker="s", label="with KSS α=0.15"))):
+            g = per_lr[(per_lr["norm"] == norm) & (per_lr["kss"] == kss)].sort_values("lr")
+            err = [g["div_pct"] - g["div_ci_lo"], g["div_ci_hi"] - g["div_pct"]]
+            ax.errorbar(g["lr"] * (1.04 if kss else 1 / 1.04), g["div_pct"], yerr=err, capsize=3, **style)
+        ax.axhline(100 * MAX_LR_DIVERGENCE, color="gray", ls="--", lw=1, label="20% criterion")
+        ax.set_xscale("log"); ax.set_xlabel("learning rate"); ax.set_title(NORM_NAMES[norm])
+    axes[0][0].set_ylabel("diverged runs, % (Wilson 95% CI)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Table 5: divergence rate vs LR, without and with KSS")
+    fig.tight_layout()
+    return fig

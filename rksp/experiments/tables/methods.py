@@ -413,3 +413,121 @@ def mechanism_correlation(points: pd.DataFrame, reference: str = REFERENCE) -> p
 def methods_of(*tables: str) -> List[str]:
     """The METHODS rows of several paper tables, in order, without repeats."""
     return list(dict.fromkeys(m for t in tables for m in TABLES[t]))
+
+
+def dose_response_figure(dose: pd.DataFrame, title: str):
+    """Fig. 2: divergence (both labels, Wilson CIs) and M≈1 after training against the KSS weight α, with the paper's points."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    x = np.arange(len(dose))                  # α points equally spaced (ranks), labelled with α and n
+    ticks = [f"{a:g}\nn={n}" for a, n in zip(dose["alpha"], dose["n"])]
+    for suf, lab, mk, dx in (("", "ours, task-gradient label", "o-", -0.06), ("_total_grad", "ours, total-gradient label", "s--", 0.06)):
+        y = dose[f"div_pct{suf}"].to_numpy(float)
+        err = np.vstack([y - dose[f"div_ci_lo{suf}"].to_numpy(float), dose[f"div_ci_hi{suf}"].to_numpy(float) - y])
+        ax1.errorbar(x + dx, y, yerr=err, fmt=mk, capsize=3, label=lab)
+    has_p = dose["paper_div_pct"].notna().to_numpy()
+    ax1.plot(x[has_p], dose["paper_div_pct"][has_p], "kx", ms=9, label="paper (24 trials)")
+    ax1.set(xlabel="KSS weight α (0 = No control); n = runs", ylabel="Div. % (Wilson 95% CI)", ylim=(-5, 105),
+            title="Divergence vs α")
+    ax1.set_xticks(x, ticks, fontsize=8)
+    ax1.legend(fontsize=7)
+    m, sd = dose["m_near_unit_end"].to_numpy(float), dose["m_near_unit_end_sd"].to_numpy(float)
+    ax2.errorbar(x, m, yerr=np.nan_to_num(sd), fmt="o-", capsize=3, label="ours: after training (non-diverged runs, ±SD)")
+    has_pm = dose["paper_m_near_unit"].notna().to_numpy()
+    ax2.plot(x[has_pm], dose["paper_m_near_unit"][has_pm], "kx", ms=9, label="paper M≈1 column")
+    ax2.axhline(1.0, color="grey", lw=0.8, ls=":", label="at init (every No-Norm run: 1.000)")
+    ax2.set(xlabel="KSS weight α; n = non-diverged runs with a final profile", ylabel="M≈1", ylim=(0, 1.08),
+            title="M≈1 vs α")
+    ax2.set_xticks(x, [f"{a:g}\nn={n}" for a, n in zip(dose["alpha"], dose["n_m_end"])], fontsize=8)
+    ax2.legend(fontsize=7, loc="lower left")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def survival_figure(surv: pd.DataFrame, title: str):
+    """Fraction of runs not yet diverged against the step, one panel per divergence label (the rows of `survival_curve`)."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for ax, lab in zip(axes, ("task", "total")):
+        s = surv[surv["label"] == LABEL_NAMES[lab]]
+        for i, (mth, g) in enumerate(s.groupby("method", sort=False)):
+            ax.step(g["step"], g["frac_surviving"], where="post", ls=["-", "--", ":", "-."][i % 4], lw=1.6,
+                    label=f"{mth} (n={g['n_at_risk'].iloc[0]})")
+        ax.set(xlabel="training step", title=LABEL_NAMES[lab], ylim=(-0.03, 1.03))
+    axes[0].set_ylabel("fraction of runs not yet diverged")
+    axes[1].legend(fontsize=7, loc="lower left")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def divergence_rows_figure(tables: Mapping[str, pd.DataFrame], title: str):
+    """Div. % per row of several method tables (task label with Wilson CI, total label, paper), one panel per table."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    sizes = [len(t) for t in tables.values()]
+    fig, axes = plt.subplots(len(tables), 1, figsize=(8, 0.42 * sum(sizes) + 2.5), gridspec_kw={"height_ratios": sizes},
+                             sharex=True)
+    for ax, (key, t) in zip(axes, tables.items()):
+        y = np.arange(len(t))
+        err = np.vstack([t["div_pct"] - t["div_ci_lo"], t["div_ci_hi"] - t["div_pct"]])
+        ax.barh(y, t["div_pct"], xerr=err, color="#6baed6", capsize=3, label="ours, task-gradient label (Wilson CI)")
+        ax.plot(t["div_pct_total_grad_label"], y, "o", mfc="none", color="#d62728", label="ours, total-gradient label")
+        ax.plot(t["paper_div_pct"], y, "kx", ms=8, label="paper (24 trials)")
+        ax.set_yticks(y, [f"{m} (n={n})" for m, n in zip(t["method"], t["n"])], fontsize=8)
+        ax.set_ylim(len(t) - 0.5, -0.5)
+        ax.set_title(key.replace("table", "Table "), fontsize=9)
+    axes[-1].set(xlabel="Div. %", xlim=(0, 102))
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def divergence_vs_overhead_figure(t4: pd.DataFrame, title: str):
+    """Table 4: Div. % (task label, Wilson CI) against the per-step overhead vs No control."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ov = t4["overhead_pct"].fillna(0.0)          # No control is the 0 % reference
+    ax.errorbar(ov, t4["div_pct"], yerr=np.vstack([t4["div_pct"] - t4["div_ci_lo"], t4["div_ci_hi"] - t4["div_pct"]]),
+                fmt="o", capsize=3, label="ours (task label, Wilson CI)")
+    for m, x, yv in zip(t4["method"], ov, t4["div_pct"]):
+        ax.annotate(m, (x, yv), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set(xlabel="per-step overhead vs No control, % (median s/step; 2 workers, shared machine: noisy)",
+           ylabel="Div. %", title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def mechanism_figure(points: pd.DataFrame, corr: pd.DataFrame, profile: str):
+    """Table 6: ΔM≈1 after training against the divergence reduction vs No control, ours and the paper's rows, one panel per label."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
+    pts = points[points["method"] != REFERENCE]
+    cr = corr.set_index("label")
+    SHORT = {"Random ℓ2 on residuals": "ℓ2", "Jacobian penalty": "Jac", "Activation variance reg.": "ActVar",
+             "KSS unstable only": "KSS-unst", "KSS near-unit only": "KSS-nu", "KSS α=0.15": "KSS"}
+    for ax, (lab, col) in zip(axes, (("task", "div_reduction_pp"), ("total", "div_reduction_pp_total_grad"))):
+        ax.plot(pts["delta_m_near_unit"], pts[col], "o", color="#1f77b4", label="ours")
+        ax.plot(pts["paper_delta_m_near_unit"], pts["paper_div_reduction_pp"], "x", color="grey", label="paper rows")
+        for _, r in pts.iterrows():
+            if np.isfinite(r["delta_m_near_unit"]) and np.isfinite(r[col]):
+                ax.annotate(SHORT.get(r["method"], r["method"]), (r["delta_m_near_unit"], r[col]), textcoords="offset points",
+                            xytext=(4, 3), fontsize=7)
+            ax.annotate(SHORT.get(r["method"], r["method"]), (r["paper_delta_m_near_unit"], r["paper_div_reduction_pp"]),
+                        textcoords="offset points", xytext=(4, -8), fontsize=6, color="grey")
+        c = cr.loc[LABEL_NAMES[lab]]
+        ax.axhline(0, color="k", lw=0.5)
+        ax.axvline(0, color="k", lw=0.5)
+        ax.set(xlabel="ΔM≈1 (after training, vs No control)", ylabel="divergence reduction vs No control (pp)",
+               title=f"{LABEL_NAMES[lab]}: r = {c['r']:.2f}, p = {c['p']:.2g} (n = {c['n_methods']})")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Table 6: ΔM≈1 vs divergence reduction ({profile}; paper r = -0.87, p < 0.001)\n"
+                 + ", ".join(f"{v} = {k} (n={n})" for k, v, n in zip(pts["method"], pts["method"].map(SHORT), pts["n"])), fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -551,3 +551,19 @@ def paired_best_baseline(pool: pd.DataFrame, t2: pd.DataFrame, score: str = 'M�
     d = auroc_diff_ci(df[ca], df[cb], df['diverged'], n_boot=n_boot, seed=seed)
     return dict(baseline=best['predictor'], diff=d['diff'], lo=d['lo'], hi=d['hi'], auroc_b=float(best['auroc']),
                 lo_b=float(best['lo']), hi_b=float(best['hi']), note=d['note'])
+
+
+def table1_figure(table1: pd.DataFrame):
+    """Table 1: near-unit mass at init by normalization, ours (mean ± sd over inits) beside the paper."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    x = np.arange(len(table1))
+    ax.bar(x - 0.2, table1["m_near_unit_mean"], 0.4, yerr=np.nan_to_num(table1["m_near_unit_sd"]), capsize=3,
+           label="ours (mean ± sd over inits)")
+    ax.bar(x + 0.2, table1["paper_m_near_unit"], 0.4, color="grey", label="paper")
+    ax.set_xticks(x, table1["norm"])
+    ax.set(ylabel="M≈1 at init", ylim=(0, 1.1), title="Table 1: near-unit mass at init by normalization")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

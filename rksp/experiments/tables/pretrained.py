@@ -269,3 +269,31 @@ def main(argv=None) -> int:
         groups.to_csv(Path(args.out) / "pretrained_groups.csv", index=False)
         summ.to_csv(Path(args.out) / "pretrained_summary.csv", index=False)
     return 0
+
+
+def depth_figure(depth: pd.DataFrame):
+    """Fig. 4: η_nl and M≈1 against relative depth, one line per model, weights and text (`depth_table`)."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for (model, weights, text), g in depth.groupby(["model", "weights", "text"]):
+        for ax, m in zip(axes, ("eta_nl", "m_near_unit")):
+            ax.plot(g["depth"], g[m], marker="o", ms=3, label=f"{model} [{weights}] {text}")
+    axes[0].set_ylabel("$\\eta_{nl}$"); axes[1].set_ylabel("$M_{\\approx 1}$")
+    for ax in axes:
+        ax.set_xlabel("relative depth")
+    axes[1].legend(fontsize=7)
+    fig.suptitle("Fig. 4: layer-wise linear-fit error and near-unit mass against depth")
+    return fig
+
+
+def scale_figure(summary: pd.DataFrame):
+    """Fig. 3: mean M≈1 and η_nl against the parameter count, per weights and text."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, m in zip(axes, ("m_near_unit", "eta_nl")):
+        for (w, text), g in summary.groupby(["weights", "text"]):
+            ax.scatter(g["n_params"], g[f"{m}_mean"] if f"{m}_mean" in g else g[m], label=f"{w}, {text}")
+        ax.set_xscale("log"); ax.set_xlabel("parameters"); ax.set_title(m)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Fig. 3: spectral properties against scale (log-linear fits in fig3_scale_trend)")
+    return fig

@@ -293,3 +293,50 @@ def vit_claims(rows: pd.DataFrame, n_boot: int = 1000) -> List[Claim]:
     out.append(div_claim('T9.div', 'ViT (Table 9): KSS lowers the divergence rate (pp, pooled over norms)', rows,
                          round(_paper_div_delta([(p9[(n, 'Baseline')][0], p9[(n, 'KSS')][0]) for n in norms]), 2)))
     return out
+
+
+def lm_ppl_figure(rows7: pd.DataFrame, rows8: pd.DataFrame):
+    """Tables 7-8: validation PPL of the runs that did not diverge per LR, Baseline vs KSS, with the divergence counts."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, rows, title in ((axes[0], rows7, "Table 7: synthetic LM"), (axes[1], rows8, "Table 8: Pre-LN LM (data: see the table)")):
+        lrs = sorted(set(rows["lr"]))
+        for j, (m, color) in enumerate((("Baseline", "tab:red"), ("KSS", "tab:blue"))):
+            for i, lr in enumerate(lrs):
+                g = rows[(rows["method"] == m) & (rows["lr"] == lr) & (rows["status"] == "ok")]
+                ok = g[~g["diverged"].astype(bool)]
+                x = i + (j - 0.5) * 0.3
+                ax.scatter(np.full(len(ok), x), ok["val_ppl"], color=color, s=14, label=m if i == 0 else None)
+                k = int(g["diverged"].astype(bool).sum())
+                ax.annotate(f"{k}/{len(g)} div.", (x, 1.0), xycoords=("data", "axes fraction"), ha="center",
+                            va="bottom", fontsize=7, color=color)
+        ax.set_xticks(range(len(lrs))); ax.set_xticklabels([f"{lr:g}" for lr in lrs]); ax.set_xlabel("learning rate")
+        ax.set_xlim(-0.6, len(lrs) - 0.4); ax.set_ylabel("val PPL (runs that did not diverge)"); ax.set_title(title, pad=14)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def vit_figure(rows: pd.DataFrame, norms: Sequence[str], title: str):
+    """Table 9: ViT validation accuracy and M≈1 after training (bar: at init) per normalization, Baseline vs KSS."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from rksp.models.gpt import NORM_NAMES
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    ok = rows[(rows["status"] == "ok") & ~rows["diverged"].astype(bool)]
+    norms = list(norms)
+    for j, (m, color) in enumerate((("Baseline", "tab:red"), ("KSS", "tab:blue"))):
+        for i, norm in enumerate(norms):
+            g = ok[(ok["norm"] == norm) & (ok["method"] == m)]
+            x = i + (j - 0.5) * 0.3
+            axes[0].scatter(np.full(len(g), x), 100 * g["val_acc"], color=color, s=14, label=m if i == 0 else None)
+            axes[1].scatter(np.full(len(g), x), g["end_score"], color=color, s=14, label=m if i == 0 else None)
+            axes[1].scatter([x], [rows[(rows["norm"] == norm) & (rows["method"] == m)]["prof_score"].mean()],
+                            color=color, marker="_", s=300)
+    for ax, lab in ((axes[0], "val accuracy, % (runs that did not diverge)"), (axes[1], "M≈1 after training (bar: at init)")):
+        ax.set_xticks(range(len(norms))); ax.set_xticklabels([NORM_NAMES[n] for n in norms]); ax.set_xlim(-0.6, len(norms) - 0.4)
+        ax.set_ylabel(lab); ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
