@@ -33,8 +33,7 @@ import torch
 
 from rksp import defaults
 from rksp.experiments import paper as P
-from rksp.models.gpt import ALL_NORMS, EXTRA_NORM_NAMES, NORMS
-from rksp.models.gpt import NORM_NAMES as GPT_NORM_NAMES
+from rksp.models.gpt import ALL_NORMS, EXTRA_NORM_NAMES, NORMS, NORM_NAMES as GPT_NORM_NAMES
 
 __all__ = ['CONFIGS', 'SIZES', 'PROFILE_SIZE', 'STUDY_NORMS', 'PAPER_NORMS', 'study_configs', 'profile_at_init', 'run_study',
            'study_table', 'error_table', 'study_figure', 'proxy_std']

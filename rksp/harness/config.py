@@ -16,8 +16,7 @@ import torch
 
 from rksp.defaults import DIV_GRAD, DIV_GRAD_CHOICES, N_SNAPSHOTS, SNAPSHOT_SEED
 from rksp.errors import ConfigError
-from rksp.harness.build import SEQ_MODELS, model_config_class
-from rksp.harness.build import make_synthetic_task, make_model_config
+from rksp.harness.build import SEQ_MODELS, make_model_config, make_synthetic_task, model_config_class
 from rksp.harness.labels import SPIKE_HORIZON
 from rksp.harness.registry import OPTIMIZERS, hook_spec, lookup, resolve_hook_factory, resolve_optimizer
 

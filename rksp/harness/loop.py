@@ -114,8 +114,7 @@ import torch.nn.functional as F
 from rksp.errors import ConfigError
 from rksp.harness.build import TaskData, build_run, derive_seed, init_fields, profile_indices
 from rksp.harness.config import TrainConfig, config_hash
-from rksp.harness.hooks import HookList, StepContext, TrainHooks
-from rksp.harness.hooks import total_grad_norm
+from rksp.harness.hooks import HookList, StepContext, TrainHooks, total_grad_norm
 from rksp.harness.labels import divergence_check, gradient_baselines
 from rksp.harness.record import SCHEMA_VERSION, to_jsonable
 from rksp.harness.registry import resolve_hooks, resolve_optimizer

@@ -75,11 +75,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
-from rksp.errors import ConfigError
-from rksp.errors import RKSPInputError
+from rksp.errors import ConfigError, RKSPInputError
 from rksp.harness.config import TrainConfig, config_hash
-from rksp.harness.record import flatten_record, atomic_write_json, read_record, record_to_row
-from rksp.harness.record import to_jsonable
+from rksp.harness.record import atomic_write_json, flatten_record, read_record, record_to_row, to_jsonable
 
 EXECUTORS = ('local', 'dask', 'serial')
 

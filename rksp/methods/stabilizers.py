@@ -94,8 +94,7 @@ from torch import nn
 from rksp import defaults
 from rksp.core.kss import KSS, KSSConfig
 from rksp.core.snapshots import find_blocks
-from rksp.errors import ConfigError
-from rksp.errors import RKSPInputError
+from rksp.errors import ConfigError, RKSPInputError
 from rksp.harness.build import derive_seed
 from rksp.harness.hooks import StepOutputs, TrainHooks
 from rksp.harness.registry import register_hooks

@@ -21,8 +21,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from rksp.experiments.claims import Claim, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Verdict, verdict_better_than
 from rksp.experiments.paper import PAPER_APPENDIX, PAPER_TABLE11, PAPER_TEXT
 from rksp.experiments.plans import APPENDIX_ROWS
+from rksp.experiments.stats import mean_ci, rate_difference
+from rksp.experiments.tables.common import data_used
 
 
 def arch_label(row) -> str:
@@ -102,7 +105,6 @@ def appendix_table(rows: pd.DataFrame, table: str) -> pd.DataFrame:
     set ``profile_at_end``; the "+ KSS" rows differ from their base rows only there), divergence k/n and %, accuracy of the runs that did not diverge, the data used,
     and the paper's values in ``paper_*`` columns. ``rows``: :func:`rksp.experiments.runs.run_labeled`
     output with the ``table`` / ``row`` labels of :func:`appendix_configs`."""
-    from rksp.experiments.tables.common import data_used
     paper = PAPER_APPENDIX[table]
     sub = rows[(rows["table"] == table)] if "table" in rows else rows
     sub = sub[sub["status"] == "ok"] if "status" in sub else sub
@@ -144,7 +146,6 @@ def verdict_extreme(target: str, stats: dict, higher: bool = True):
     'highest' a = target, for 'lowest' a = the other entry). Rule: *reproduced* iff every pair
     is, *not reproduced* iff any pair is, else *inconclusive*; the rule text lists every pair.
     """
-    from rksp.experiments.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Verdict, verdict_better_than
     t = stats[target]
     parts, verdicts = [], []
     for name, s in stats.items():
@@ -191,8 +192,6 @@ def architecture_claims(rows11: pd.DataFrame, rows_app: pd.DataFrame | None = No
     are Student-t CIs over runs (:func:`rksp.experiments.stats.mean_ci`), so one run per row gives no CI and the claim comes
     out inconclusive; interval claims also need ``min_n`` runs per side.
     """
-    from rksp.experiments.claims import Claim
-    from rksp.experiments.stats import mean_ci, rate_difference
     ok = rows11[rows11["status"] == "ok"].copy() if "status" in rows11 else rows11.copy()
     ok["architecture"] = [arch_label(r) for r in ok.to_dict("records")]
     claims = []

@@ -7,6 +7,7 @@ import pandas as pd
 from rksp.experiments.plans import KSS_PATHS
 from rksp.experiments.stats import fisher_exact, wilson
 from rksp.experiments.tables.common import finite_mean, ok_runs
+from rksp.harness.record import read_record
 from rksp.methods.rows import REFERENCE
 
 
@@ -14,7 +15,6 @@ def kss_grad_ratios(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per KSS application of every run in `rows` (needs the `path` of each record):
     kss_path, hash, step, task_grad_norm, kss_grad_norm, ratio = ||g_KSS|| / ||g_task|| (before any
     bound) and scale (the bound's factor, 1 without one), from record['extras']['reg_grad']."""
-    from rksp.harness.record import read_record
     out = []
     for _, r in ok_runs(rows).iterrows():
         if r.get('method') == REFERENCE or not isinstance(r.get('path'), str):

@@ -17,13 +17,14 @@ import numpy as np
 import pandas as pd
 
 from rksp import defaults
+from rksp.defaults import MAX_LR_DIVERGENCE
 from rksp.experiments import paper as P
 from rksp.experiments.claims import Claim
-from rksp.experiments.stability import BOUND_LOWER, BOUND_UPPER, increase_bracket, max_lr_summary
-from rksp.experiments.stability import divergence_table
+from rksp.experiments.stability import (BOUND_LOWER, BOUND_UPPER, divergence_table, fmt_lr, increase_bracket,
+                                        max_lr_summary)
 from rksp.experiments.stats import fisher_exact, wilson
-from rksp.experiments.tables.common import dedupe_runs, ok_runs
-from rksp.experiments.stability import fmt_lr
+from rksp.experiments.tables.common import data_used, dedupe_runs, ok_runs
+from rksp.models.gpt import NORM_NAMES
 
 
 def bound_note(label: str, s: Dict[str, Any]) -> str:
@@ -75,8 +76,6 @@ def maxlr_table(rows: pd.DataFrame, norms: Optional[Sequence[str]] = None,
     stable LR of the grid) with its bound ('=', '≥ top of grid', '< bottom of grid'), the increase (%)
     only where both are measured, its grid bracket, the same under the contiguous reading, divergences
     per LR ('lr: k/n'), the paper's values (rksp.experiments.paper.TABLE5), a note and the data used."""
-    from rksp.models.gpt import NORM_NAMES
-    from rksp.experiments.tables.common import data_used
     names = NORM_NAMES if norm_names is None else norm_names
     paper = P.TABLE5 if paper is None else paper
     rows = dedupe_runs(ok_runs(rows), ['norm', 'kss'])
@@ -138,8 +137,6 @@ def table5_claims(t5: pd.DataFrame, paper_range: Tuple[float, float] = (50.0, 15
 def maxlr_figure(per_lr: pd.DataFrame, norms: Sequence[str]):
     """Table 5: divergence rate (Wilson CI) against the LR, without and with KSS, one panel per normalization."""
     import matplotlib.pyplot as plt
-    from rksp.defaults import MAX_LR_DIVERGENCE
-    from rksp.models.gpt import NORM_NAMES
     fig, axes = plt.subplots(1, len(norms), figsize=(4.2 * len(norms), 3.4), sharey=True, squeeze=False)
     for ax, norm in zip(axes[0], norms):
         for kss, style in ((False, dict(color="tab:red", marker="o", label="without KSS")),

@@ -27,13 +27,10 @@ import pandas as pd
 
 from rksp.experiments import paper as P
 from rksp.experiments.claims import Claim, counts_direction_claim, flip_note  # noqa: F401 (MT.counts_direction_claim)
-from rksp.experiments.stats import cochran_armitage, pearson_ci, risk_ratio, spearman
-from rksp.experiments.stats import fisher_exact, wilson
-from rksp.experiments.stats import join_notes
-from rksp.experiments.stats import pearson, rate_difference
+from rksp.experiments.stats import (cochran_armitage, fisher_exact, join_notes, pearson, pearson_ci, rate_difference,
+                                    risk_ratio, spearman, wilson)
 from rksp.experiments.tables.common import data_used, finite_mean, ok_runs, overhead_pct
-from rksp.methods.rows import KSS_ALPHA_SWEEP
-from rksp.methods.rows import REFERENCE, TABLES
+from rksp.methods.rows import KSS_ALPHA_SWEEP, REFERENCE, TABLES
 
 
 def method_table(rows: pd.DataFrame, methods: Sequence[str], reference: str = REFERENCE,

@@ -24,13 +24,16 @@ import pandas as pd
 from scipy import stats as _sps
 
 from rksp import defaults
+from rksp.core.dmd import whitened_dmd
+from rksp.core.snapshots import capture_hidden, transitions
 from rksp.experiments import paper as P
-from rksp.experiments.prediction_stats import auroc_ci, auroc_diff_ci, cv_logistic, ece, predictor_table
-from rksp.experiments.prediction_stats import ece_ci
-from rksp.experiments.stats import divergence_rate_table, fisher_exact, rate_difference, wilson
-from rksp.experiments.stats import finite_numeric
+from rksp.experiments.prediction_stats import (auroc_ci, auroc_diff_ci, cv_logistic, ece, ece_ci, predictor_table,
+                                               reliability_plot)
+from rksp.experiments.stats import divergence_rate_table, finite_numeric, fisher_exact, rate_difference, wilson
 from rksp.experiments.stats import mean_ci  # noqa: F401 (NT.mean_ci in notebook 01)
 from rksp.experiments.tables.common import data_used
+from rksp.harness.build import model_at_init
+from rksp.harness.config import TrainConfig
 from rksp.models.gpt import NORM_NAMES, NORMS
 
 NAN = float('nan')
@@ -428,16 +431,12 @@ def calibration_table(pool: pd.DataFrame, variants: Mapping[str, pd.Series], n_b
 
 def init_model(cfg: Mapping[str, Any]):
     """(model, inputs) exactly as the harness profiles a run at init (:func:`rksp.harness.build.model_at_init`)."""
-    from rksp.harness.build import model_at_init
     return model_at_init(cfg)
 
 
 def init_eigenvalues(cfg: Mapping[str, Any]) -> List[np.ndarray]:
     """Whitened-DMD eigenvalues (Eqs. 6-9) of every layer transition of the config's model at init,
     on the same snapshots as the run's RKSP profile (Fig. 1)."""
-    from rksp.core.dmd import whitened_dmd
-    from rksp.core.snapshots import capture_hidden, transitions
-    from rksp.harness.config import TrainConfig
     c = TrainConfig.from_dict(dict(cfg))
     model, x = init_model(cfg)
     hidden = capture_hidden(model, x, c.profile_n_snapshots, seed=c.profile_seed)
@@ -527,7 +526,6 @@ def roc_figure(labels: pd.Series, scores: Mapping[str, Any], title: str = 'ROC c
 def reliability_figure(bins: Mapping[str, pd.DataFrame], eces: Mapping[str, float]):
     """Fig. 5: one row per variant, reliability diagram (left) and predictions by outcome (right)."""
     import matplotlib.pyplot as plt
-    from rksp.experiments.prediction_stats import reliability_plot
     names = list(bins)
     fig, axes = plt.subplots(len(names), 2, figsize=(9, 3.6 * len(names)), squeeze=False)
     for (ax_r, ax_h), name in zip(axes, names):

@@ -14,13 +14,12 @@ import torch
 from rksp import defaults
 from rksp.core.profiling import Profile
 from rksp.errors import RKSPInputError
+from rksp.experiments.claims import Claim, INCONCLUSIVE, Verdict, verdict_direction, verdict_interval
 from rksp.experiments.paper import PAPER_TABLE10, PAPER_TABLE15
+from rksp.experiments.stats import pearson
 from rksp.pretrained.inputs import TEXT_OPTIONS
-from rksp.pretrained.loading import PRETRAINED_MODELS, load_pretrained
-from rksp.pretrained.loading import WEIGHTS_PRETRAINED, get_spec, is_pretrained
-from rksp.pretrained.profiles import TABLE_METRICS
-from rksp.pretrained.profiles import layer_groups, summary_table
-from rksp.pretrained.profiles import profile_pretrained
+from rksp.pretrained.loading import PRETRAINED_MODELS, WEIGHTS_PRETRAINED, get_spec, is_pretrained, load_pretrained
+from rksp.pretrained.profiles import TABLE_METRICS, layer_groups, profile_pretrained, summary_table
 
 
 def _paper_lookup(paper_rows) -> dict:
@@ -103,7 +102,6 @@ def evidence_gate(result, weights):
     """The rule for claims about *pretrained* models: a verdict measured on weights that are not
     pretrained (``random-init``) is *inconclusive*, whatever the underlying rule gave; the rule
     text keeps what that rule said. Pretrained evidence passes through unchanged."""
-    from rksp.experiments.claims import INCONCLUSIVE, Verdict
     if is_pretrained(weights):
         return Verdict(result.verdict, f"{result.rule}; evidence: {weights} weights")
     return Verdict(INCONCLUSIVE, f"evidence gate: {weights} weights cannot test a claim about pretrained "
@@ -161,8 +159,6 @@ def pretrained_claims(profiles, value_rel_tol: float = 0.15, alpha: float = 0.05
     Every claim passes :func:`evidence_gate`: measured on random-init weights it is inconclusive;
     its notes say which weights (and which model / input) it used.
     """
-    from rksp.experiments.claims import Claim, verdict_direction, verdict_interval
-    from rksp.experiments.stats import pearson
     claims = []
     words = {"eta_nl": ("η_nl", "rises", 1), "m_near_unit": ("M≈1", "falls", -1)}
     for prof in profiles:

@@ -22,13 +22,14 @@ import pandas as pd
 
 from rksp import defaults
 from rksp.experiments import paper as P
-from rksp.experiments.claims import Claim
+from rksp.experiments.claims import Claim, counts_direction_claim
 from rksp.experiments.plans import SCALE_REFERENCE, SCALE_ROWS
+from rksp.experiments.stability import fmt_lr, increase_bracket, max_lr_summary
 from rksp.experiments.stats import rate_difference
 from rksp.experiments.tables.common import ok_runs, slug
-from rksp.experiments.stability import fmt_lr
 from rksp.experiments.tables.maxlr import bound_note, none_to_nan
-from rksp.experiments.stability import increase_bracket, max_lr_summary
+from rksp.experiments.tables.methods import method_table
+from rksp.models.gpt import NORM_NAMES
 
 
 def _diverged(g: pd.DataFrame) -> pd.Series:
@@ -100,7 +101,6 @@ def kss_table(rows: pd.DataFrame, by: Sequence[str], methods: Sequence[str] = SC
     k/n and %, Wilson CI, Fisher p vs Baseline, acc of converged runs, M≈1 at init and after
     training, per-step overhead), plus the group columns, LRs, parameters and PPL of the converged
     runs (mean, sd, n). The method_table's recall paper columns are dropped (the callers add theirs)."""
-    from rksp.experiments.tables.methods import method_table
     rows = ok_runs(rows)
     out = []
     groups = rows.groupby(list(by), sort=False, dropna=False) if by else [((), rows)]
@@ -198,7 +198,6 @@ def table9(rows: pd.DataFrame, paper: Optional[Dict[Tuple[str, str], Tuple[int, 
     """Table 9 (ViT on CIFAR-10, or its labelled offline stand-in): per norm, Baseline vs KSS: Div. k/n
     with Fisher p, accuracy of converged runs (mean, sd), M≈1 at init and after training; paper columns
     from rksp.experiments.paper.TABLE9."""
-    from rksp.models.gpt import NORM_NAMES
     paper = P.TABLE9 if paper is None else paper
     t = kss_table(rows, ['norm']).drop(columns=['ppl_mean', 'ppl_sd', 'ppl_n'])
     vals = [paper.get((n, m)) for n, m in zip(t['norm'], t['method'])]
@@ -226,7 +225,6 @@ def _paper_div_delta(pairs: Iterable[Tuple[int, int]], n: int = 24) -> float:
 def div_claim(id: str, description: str, rows: pd.DataFrame, paper_value: Any, notes: str = '') -> Claim:
     """Direction claim: KSS lowers the divergence rate (delta KSS - Baseline in pp < 0), Newcombe CI
     and Fisher p; inconclusive when neither side diverged (delta 0) or not significant."""
-    from rksp.experiments.claims import counts_direction_claim
     e = divergence_effect(rows)
     n = f"KSS {e['k_a']}/{e['n_a']}, Baseline {e['k_b']}/{e['n_b']}, Fisher p {e['p']:.3g}"
     return counts_direction_claim(id, description, paper_value, e['k_a'], e['n_a'], e['k_b'], e['n_b'],
@@ -276,7 +274,6 @@ def lm_claims(rows7: pd.DataFrame, rows8: pd.DataFrame, t8: Optional[pd.DataFram
 def vit_claims(rows: pd.DataFrame, n_boot: int = 1000) -> List[Claim]:
     """Claims of Table 9: per norm, KSS raises accuracy (pp, paired by (lr, seed), bootstrap CI; paper
     +3-5%); pooled over norms, KSS lowers the divergence rate (Fisher)."""
-    from rksp.models.gpt import NORM_NAMES
     out = []
     p9 = P.TABLE9
     for norm in dict.fromkeys(rows['norm']):
@@ -322,7 +319,6 @@ def vit_figure(rows: pd.DataFrame, norms: Sequence[str], title: str):
     """Table 9: ViT validation accuracy and M≈1 after training (bar: at init) per normalization, Baseline vs KSS."""
     import matplotlib.pyplot as plt
     import numpy as np
-    from rksp.models.gpt import NORM_NAMES
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     ok = rows[(rows["status"] == "ok") & ~rows["diverged"].astype(bool)]
     norms = list(norms)
