@@ -12,7 +12,7 @@ import torch
 from rksp import defaults
 from rksp.errors import RKSPInputError
 from rksp.core.metrics import METRIC_COLUMNS, layer_metrics
-from rksp.core.snapshots import capture_hidden
+from rksp.core.snapshots import capture_hidden_eval
 
 SUMMARY_METRICS = ("m_near_unit", "m_expansive", "m_contractive", "m_mid", "rho", "kappa",
                    "eta_nl", "kreiss", "resdmd_kept", "m_near_unit_kept")
@@ -210,12 +210,7 @@ def profile(model: torch.nn.Module, inputs, n_snapshots: int | None = defaults.N
     cannot be found automatically (:func:`rksp.core.snapshots.find_blocks`).
     Metrics are computed in float64 on ``device`` (default: where the states are).
     """
-    was_training = model.training
-    model.eval()
-    try:
-        hidden = capture_hidden(model, inputs, n_snapshots, seed=seed, blocks=blocks, device=device)
-    finally:
-        model.train(was_training)
+    hidden = capture_hidden_eval(model, inputs, n_snapshots, seed=seed, blocks=blocks, device=device)
     info = {"model": type(model).__name__, "seed": seed}
     info.update(meta or {})
     return profile_hidden(hidden, eps=eps, kreiss=kreiss, tau=tau, progress=progress, meta=info, workers=workers)

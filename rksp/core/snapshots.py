@@ -254,6 +254,18 @@ def capture_hidden(model: nn.Module, inputs, n_snapshots: int | None = defaults.
     return torch.stack(states)
 
 
+def capture_hidden_eval(model: nn.Module, inputs, n_snapshots: int | None = defaults.N_SNAPSHOTS,
+                        **kwargs) -> torch.Tensor:
+    """:func:`capture_hidden` with the model in eval mode (no dropout), its mode restored afterwards:
+    how a profile sees a model (``rksp.profile``, ``profile_pretrained``)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return capture_hidden(model, inputs, n_snapshots, **kwargs)
+    finally:
+        model.train(was_training)
+
+
 def transitions(hidden: torch.Tensor | Iterable[torch.Tensor]):
     """Yield (X_l, Y_l) as ``d x N`` matrices from a ``(L+1, N, d)`` stack of states."""
     hs = list(hidden)

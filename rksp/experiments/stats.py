@@ -170,13 +170,17 @@ def _clean_xy(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def pearson(x: Any, y: Any) -> dict:
     """Pearson r with two-sided p over the finite pairs. ``dict(r, p, n, note)``; NaN if n < 3 or constant."""
-    x, y = _clean_xy(x, y)
+    return _correlation(*_clean_xy(x, y), _sps.pearsonr)
+
+
+def _correlation(x: np.ndarray, y: np.ndarray, test) -> dict:
+    """``test`` (scipy's pearsonr / spearmanr) on finite pairs; NaN with a note if n < 3 or constant."""
     n = int(x.size)
     if n < 3:
         return dict(r=NAN, p=NAN, n=n, note="fewer than 3 finite pairs")
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return dict(r=NAN, p=NAN, n=n, note="constant input")
-    res = _sps.pearsonr(x, y)
+    res = test(x, y)
     return dict(r=float(res.statistic), p=float(res.pvalue), n=n, note="")
 
 
@@ -285,14 +289,7 @@ def spearman(x: Any, y: Any) -> Dict[str, Any]:
     x = np.asarray(pd.to_numeric(pd.Series(list(x)), errors='coerce'), float)
     y = np.asarray(pd.to_numeric(pd.Series(list(y)), errors='coerce'), float)
     keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    n = int(x.size)
-    if n < 3:
-        return dict(r=NAN, p=NAN, n=n, note='fewer than 3 finite pairs')
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return dict(r=NAN, p=NAN, n=n, note='constant input')
-    res = _sps.spearmanr(x, y)
-    return dict(r=float(res.statistic), p=float(res.pvalue), n=n, note='')
+    return _correlation(x[keep], y[keep], _sps.spearmanr)
 
 
 def pearson_ci(r: float, n: int, alpha: float = 0.05) -> Tuple[float, float]:

@@ -46,7 +46,7 @@ import torch
 
 from rksp import defaults
 from rksp.core.profiling import Profile, profile_hidden
-from rksp.core.snapshots import capture_hidden, find_blocks
+from rksp.core.snapshots import capture_hidden_eval, find_blocks
 from rksp.errors import RKSPInputError
 from rksp.pretrained.hf import LoadedModel, read_prompts
 from rksp.pretrained.inputs import (PROMPT_MAX_LENGTH, PROMPT_REPEATS, TEXT_OPTIONS, input_device, random_ids,
@@ -133,12 +133,7 @@ def profile_pretrained(model_or_key, n_snapshots: int | None = defaults.N_SNAPSH
     n_blocks = len(blocks)
     if max_layers is not None:
         blocks = blocks[:int(max_layers)]
-    was_training = model.training
-    model.eval()
-    try:
-        hidden = capture_hidden(model, inputs, n_snapshots, seed=seed, blocks=blocks, device=device)
-    finally:
-        model.train(was_training)
+    hidden = capture_hidden_eval(model, inputs, n_snapshots, seed=seed, blocks=blocks, device=device)
     d = int(hidden.shape[-1])
     distinct = [_n_distinct(h) for h in hidden]
     n_params = int(sum(p.numel() for p in model.parameters()))
