@@ -112,6 +112,7 @@ def test_plain_loop_tracker_three_lines():
     assert list(df.columns) == ["run", "step", "layer", "metric", "value"]
     fig = tracker.plot()
     assert len(fig.axes) >= 3
+    _check_tracker_plot(tracker)
     # after close() no hooks remain: a training forward records nothing, so a KSS step says so
     model(held_out)
     with pytest.raises(RKSPInputError, match="no complete residual stream"):
@@ -147,3 +148,22 @@ def test_track_runs_no_norm_with_and_without_kss():
     assert later["No control"] != later["KSS α=0.15"]      # the runs differ once KSS has acted
     fig = plot_track(df, by="run")
     assert len(fig.axes) == 3
+
+
+def _check_tracker_plot(tracker):
+    """Tracker.plot(path=None, metrics=...): a first positional path saves the figure (as Profile.plot);
+    metrics that are not a list of tracked metric names are a clear RKSPInputError."""
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "track.png"
+        fig = tracker.plot(path)
+        assert path.stat().st_size > 0 and len(fig.axes) >= 3
+        fig = tracker.plot(str(path.with_name("rho.png")), metrics=["rho"])
+        assert path.with_name("rho.png").exists() and fig.axes[0].get_title().startswith("ρ")
+    for bad, why in (("rho", "metrics must be a non-empty list"), ([], "metrics must be a non-empty list"),
+                     (["rho", "nope"], r"unknown metric\(s\) \['nope'\]")):
+        with pytest.raises(RKSPInputError, match=why):
+            tracker.plot(metrics=bad)
+    with pytest.raises(RKSPInputError, match="first argument is the file"):
+        tracker.plot(["rho"])                     # the old positional metrics

@@ -141,6 +141,18 @@ def test_profile_table_json_and_summary():
     assert len(fig.axes) >= 3
 
 
+def test_profile_plot_saves_to_a_first_positional_path_and_rejects_metrics(tmp_path):
+    """Profile.plot(path=None, ...) means what Tracker.plot(path=None, ...) means: a path saves it."""
+    x = torch.randint(0, 50, (16, 32), generator=torch.Generator().manual_seed(0))
+    prof = rksp.profile(ToyNet(), x, n_snapshots=400, kreiss=False)
+    fig = prof.plot(tmp_path / "profile.png", title="t")
+    assert (tmp_path / "profile.png").stat().st_size > 0 and fig._suptitle.get_text() == "t"
+    with pytest.raises(RKSPInputError, match="first argument is the file"):
+        prof.plot(["rho"])
+    with pytest.raises(RKSPInputError, match="takes no metrics"):
+        prof.plot(metrics=["rho"])
+
+
 def test_real_pretrained_minilm_profiles_offline():
     from rksp.pretrained.hf import load_hf, minilm_path, read_prompts
     from rksp.pretrained.inputs import prompt_batch

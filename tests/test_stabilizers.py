@@ -388,3 +388,16 @@ def test_apply_method_validates_and_rejects_unknown_rows():
         apply_method(tiny(), 'Dropout')
     with pytest.raises(ConfigError):
         apply_method(tiny(lr=-1.0), 'KSS α=0.15')
+
+
+def test_every_registered_hook_conforms_to_the_protocol():
+    """Every hook of the package is a TrainHooks built from its defaults; the loop reads no member
+    the base class does not declare (extra_grad_bound: None, or KSS's grad_bound)."""
+    from rksp.harness.hooks import TrainHooks
+    import rksp.methods.optim  # noqa: F401 -- registers sam, mup
+    for name in ('kss', 'spectral_norm', 'weight_norm', 'grad_penalty', 'random_l2', 'jacobian_penalty',
+                 'activation_variance', 'sam', 'mup'):
+        h = HOOKS[name]()
+        assert isinstance(h, TrainHooks), name
+        assert h.extra_grad_bound is None or (name == 'kss' and h.extra_grad_bound == h.config.grad_bound), name
+    assert HOOKS['kss'](grad_bound=2.0).extra_grad_bound == 2.0

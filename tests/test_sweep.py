@@ -275,3 +275,28 @@ def test_local_workers_exit_when_the_sweep_process_is_killed(tmp_path):
             os.killpg(p.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+@pytest.mark.parametrize('alpha, why', [(-1, 'KSSConfig.alpha must be >= 0, got -1'),
+                                        ("'abc'", "KSSConfig.alpha must be a finite number, got 'abc'")])
+def test_a_bad_hook_argument_is_rejected_at_sweep_validation(tmp_path, capsys, alpha, why):
+    """Hooks are built with their arguments while the configs are validated: a bad KSS alpha stops
+    the sweep before any run (it used to pass validation and fail once per run)."""
+    counter = tmp_path / 'count.txt'
+    good = {**BASE, 'hooks': [{'target': 'test_sweep:CountRuns', 'kwargs': {'path': str(counter)}}]}
+    bad = {**good, 'hooks': good['hooks'] + [{'target': 'kss', 'kwargs': {'alpha': -1 if alpha == -1 else 'abc'}}]}
+    with pytest.raises(ConfigError) as ei:
+        run([good, bad], tmp_path / 'out', executor='serial', progress=False)
+    msg = str(ei.value)
+    assert '1 of 2 config(s) invalid; nothing was run' in msg and why in msg and 'config #1 ' in msg
+    assert not counter.exists() and not (tmp_path / 'out').exists()
+    # the same from a sweep YAML through `rksp sweep`
+    path = tmp_path / 'sweep.yaml'
+    path.write_text("base: {task: recall, preset: tiny, n_train: 64, n_val: 16, batch_size: 8, steps: 3,\n"
+                    "       profile_at_init: false}\n"
+                    f"axes: {{hooks: [[], [{{target: kss, kwargs: {{alpha: {alpha}}}}}]]}}\n")
+    rc = cli_main([str(path), '--out', str(tmp_path / 'out'), '--executor', 'serial', '--no-progress'])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and 'nothing was run' in err
+    assert 'config #1 ' in err and 'alpha' in err and why in err
+    assert not (tmp_path / 'out').exists()

@@ -459,3 +459,81 @@ def test_gradient_baselines_of_a_diverged_run_leave_out_the_divergence_step():
     assert row['grad_norm_step100'] == rec['grad_norm_step100'] and row['grad_var_1_100'] == rec['grad_var_1_100']
     stale = dict(rec, grad_norm_step100=123.0)                     # a record written before the rule
     assert record_to_row(stale)['grad_norm_step100'] == c['grad_norm'][2]
+
+
+# ----------------------------------------------------------------------------- the pipeline: config -> resolve -> build -> loop
+
+def test_bad_hook_arguments_fail_when_the_config_is_validated():
+    """resolve builds every hook with its arguments while validating: a bad KSS alpha is a ConfigError
+    naming the field before anything is built or run."""
+    from rksp.harness.resolve import validated
+    for alpha, why in ((-1, 'KSSConfig.alpha must be >= 0'), ('x', 'KSSConfig.alpha must be a finite number')):
+        cfg = tiny(hooks=[{'target': 'kss', 'kwargs': {'alpha': alpha}}])
+        with pytest.raises(ConfigError, match=why):
+            TrainConfig.from_dict(cfg)
+        with pytest.raises(ConfigError, match=why):
+            validated(cfg)
+    # a bound on the regularizer gradient with a hook that replaces the step: rejected at validation too
+    with pytest.raises(ConfigError, match='replaces the step'):
+        TrainConfig.from_dict(tiny(hooks=[{'target': 'kss', 'kwargs': {'grad_bound': 1.0}}, 'sam']))
+
+
+def test_config_is_plain_data_with_field_checks():
+    from rksp.harness import config
+    from rksp.harness.labels import SPIKE_HORIZON
+    assert TrainConfig().full_log_steps == config.FULL_LOG_STEPS == SPIKE_HORIZON
+    c = TrainConfig(**tiny())
+    assert config.field_errors(c) == [] and config.CHECKS       # resolve's checks are registered
+    c.lr = -1.0
+    assert config.field_errors(c) == ['lr must be a finite number > 0, got -1.0']
+
+
+def test_the_hook_protocol_declares_what_the_loop_reads():
+    from rksp.harness.hooks import HookList
+    from rksp.harness.resolve import combine_hooks
+    members = ('transform_model', 'make_optimizer', 'on_start', 'needs_hidden', 'extra_loss', 'train_step',
+               'before_step', 'after_step', 'on_end', 'extra_grad_bound')
+    assert all(hasattr(TrainHooks, m) for m in members) and TrainHooks.extra_grad_bound is None
+
+    class Bounded(TrainHooks):
+        extra_grad_bound = 2.0
+
+    class Stepper(TrainHooks):
+        def train_step(self, step, model, optimizer, batch, ctx):
+            return None
+
+    hk = HookList([TrainHooks(), Bounded(), FunctionHooks(after_step=lambda *a: None)])
+    assert hk.extra_grad_bound == 2.0 and hk.step_hook is None and hk.has_after and not hk.has_step
+    s = Stepper()
+    assert HookList([s]).step_hook is s and HookList([s]).has_step
+    with pytest.raises(ConfigError, match='Stepper replaces the step'):
+        combine_hooks([s, Bounded()])
+
+
+def test_the_loop_runs_as_setup_steps_finish():
+    """train == setup + run_steps + finish (named values: Run, StepValues, Curves, Outcome)."""
+    from rksp.harness import loop
+    from rksp.harness.resolve import run_hooks, validated
+    cfg = validated(tiny(steps=6, hooks=[{'target': 'kss', 'kwargs': {'alpha': 0.1, 'every': 2, 'rank': 8,
+                                                                       'grad_bound': 1.0}}]))
+    ref = train(cfg)
+    run = loop.setup(cfg, run_hooks(cfg), torch.device('cpu'))
+    curves = loop.Curves()
+    out = loop.run_steps(run, curves)
+    rec = loop.finish(run, curves, out, 0.0, 'now')
+    def timeless(o):   # the KSS log's seconds differ between two runs
+        if isinstance(o, dict):
+            return {k: timeless(v) for k, v in o.items() if not k.startswith('seconds')}
+        return [timeless(v) for v in o] if isinstance(o, list) else o
+    assert json.dumps(timeless(comparable(rec))) == json.dumps(timeless(comparable(ref)))
+    assert out.steps_done == 6 and not out.diverged and curves.any_extra
+    assert curves.reg_grad['step'] == [2, 4, 6] and rec['extras']['reg_grad']['step'] == [2, 4, 6]
+    # one step's values by name
+    run = loop.setup(cfg, run_hooks(cfg), torch.device('cpu'))
+    batch = (run.x_train[:4], run.y_train[:4])
+    v, gn = loop.one_step(run, 2, batch)
+    assert isinstance(v, loop.StepValues) and v.extra_loss is not None and v.reg_grad_norm is not None
+    assert v.grad_norm == pytest.approx(float(gn)) and v.reg_grad_scale <= 1.0
+    assert v.label_grad_norm != v.grad_norm          # the label reads the task gradient alone
+    v1, _ = loop.one_step(run, 1, batch)             # an off-schedule step: one pass, nothing separate
+    assert v1.reg_grad_norm is None and v1.reg_grad_scale is None and v1.label_grad_norm == v1.grad_norm

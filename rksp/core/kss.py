@@ -84,6 +84,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rksp import defaults
+from rksp.checks import is_int, is_number
 from rksp.core.dmd import randomized_dmd_eigvals
 from rksp.errors import RKSPInputError
 from rksp.core.snapshots import find_blocks, residual_states, sample_positions
@@ -158,14 +159,8 @@ class KSSConfig:
     grad_bound: float | None = defaults.KSS_GRAD_BOUND        # ||g_KSS|| <= c ||g_task|| (harness)
 
     def __post_init__(self):
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v):
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
         for name in ("alpha", "T", "tau_u", "tau_l", "gamma", "beta", "layer_fraction", "eps"):
-            if not is_num(getattr(self, name)):
+            if not is_number(getattr(self, name), finite=True):
                 raise RKSPInputError(f"KSSConfig.{name} must be a finite number, got {getattr(self, name)!r}")
         if self.alpha < 0:
             raise RKSPInputError(f"KSSConfig.alpha must be >= 0, got {self.alpha}")
@@ -208,7 +203,7 @@ class KSSConfig:
                                  f"got {self.projection!r}")
         if not isinstance(self.detach_whitening, bool):
             raise RKSPInputError(f"KSSConfig.detach_whitening must be a bool, got {self.detach_whitening!r}")
-        if self.grad_bound is not None and not (is_num(self.grad_bound) and self.grad_bound > 0):
+        if self.grad_bound is not None and not (is_number(self.grad_bound, finite=True) and self.grad_bound > 0):
             raise RKSPInputError(f"KSSConfig.grad_bound must be None or a finite number > 0, got {self.grad_bound!r}")
 
     def to_dict(self) -> dict[str, Any]:

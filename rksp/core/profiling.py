@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from rksp import defaults
+from rksp.checks import is_path
 from rksp.errors import RKSPInputError
 from rksp.core.metrics import METRIC_COLUMNS, layer_metrics
 from rksp.core.snapshots import capture_hidden_eval
@@ -67,9 +68,17 @@ class Profile:
             model = RiskModel.from_json(model if not isinstance(model, bytes) else model.decode())
         return model.predict_summary(self.summary, lr)
 
-    def plot(self, path=None, **kw):
+    def plot(self, path=None, *, title: str | None = None, max_panels: int = 6, **kw):
+        """The profile figure (eigenvalues, masses and radius by depth); returns it and, as
+        :meth:`rksp.harness.tracking.Tracker.plot`, saves it to ``path`` when one is given."""
+        if path is not None and not is_path(path):
+            raise RKSPInputError(f"Profile.plot(path=None, ...): the first argument is the file to save the figure "
+                                 f"to, got {path!r}; the profile figure has fixed panels (no metrics to choose)")
+        if "metrics" in kw:
+            raise RKSPInputError(f"Profile.plot draws fixed panels and takes no metrics, got metrics={kw['metrics']!r} "
+                                 "(rksp.track(...).plot(metrics=[...]) chooses metrics over training)")
         from rksp.core.plotting import plot_profile
-        return plot_profile(self, path=path, **kw)
+        return plot_profile(self, path=path, title=title, max_panels=max_panels, **kw)
 
     def __repr__(self) -> str:
         s = self.summary

@@ -1,12 +1,15 @@
-"""From a config to what a run trains: task data, the model, and the seeded streams."""
+"""From a config to what a run trains: task data, the model, and the seeded streams.
+
+The third floor of the harness's one-way pipeline config -> resolve -> build -> loop: the task and
+model configs come from `rksp.harness.resolve`; this module builds the data and the model from them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -14,9 +17,8 @@ import torch.nn as nn
 
 from rksp.defaults import INIT as DEFAULT_INIT
 from rksp.errors import ConfigError
-
-if TYPE_CHECKING:  # annotations only: the config imports this module
-    from rksp.harness.config import TrainConfig
+from rksp.harness.config import SEQ_MODELS, TrainConfig
+from rksp.harness.resolve import data_seed, make_model_config, make_synthetic_task, seq_model_attr, validated
 
 
 @dataclass
@@ -39,21 +41,6 @@ class TaskData:
     @property
     def n_val(self) -> int:
         return int(self.x_val.shape[0])
-
-
-def _data_seed(c: TrainConfig) -> int:
-    return c.seed if c.data_seed is None else c.data_seed
-
-
-def make_synthetic_task(c: TrainConfig):
-    kw = {k: getattr(c, k) for k in ('seq_len', 'vocab_size', 'n_train', 'n_val') if getattr(c, k) is not None}
-    if c.task == 'recall':
-        from rksp.data.recall import RecallTask
-        if c.n_pairs is not None:
-            kw['n_pairs'] = c.n_pairs
-        return RecallTask(seed=_data_seed(c), **kw)
-    from rksp.data.synthetic_lm import SyntheticLMTask
-    return SyntheticLMTask(seed=_data_seed(c), mode=c.lm_mode, **kw)
 
 
 def _chunk_tokens(t: torch.Tensor, seq_len: Optional[int]) -> torch.Tensor:
@@ -80,7 +67,7 @@ def load_task_data(c: TrainConfig) -> TaskData:
     if c.task == 'wikitext103':
         from rksp.data import load_lm_corpus
         kw = dict(c.data_kwargs)
-        kw.setdefault('seed', _data_seed(c))
+        kw.setdefault('seed', data_seed(c))
         if c.seq_len is not None:
             kw.setdefault('seq_len', c.seq_len)
         if c.vocab_size is not None:
@@ -97,7 +84,7 @@ def load_task_data(c: TrainConfig) -> TaskData:
     if c.task == 'cifar10':
         from rksp.data import load_image_data
         kw = dict(c.data_kwargs)
-        kw.setdefault('seed', _data_seed(c))
+        kw.setdefault('seed', data_seed(c))
         if c.n_train is not None:
             kw.setdefault('n_train', c.n_train)   # seeded random subsets
         if c.n_val is not None:
@@ -108,37 +95,6 @@ def load_task_data(c: TrainConfig) -> TaskData:
         return TaskData('image', xt, yt, xv, yv, str(img.data_name), bool(img.is_standin),
                         num_classes=int(img.num_classes))
     raise ConfigError(f"unknown task {c.task!r}")
-
-
-def make_model_config(c: TrainConfig, data: Optional[TaskData]):
-    """The resolved GPTConfig / ViTConfig; with data=None, data-derived fields take
-    the values the config implies (used for validation before any data is built)."""
-    cls = model_config_class(c.model)
-    if c.model in SEQ_MODELS:
-        from rksp.models.gpt import PRESETS
-        kw = dict(PRESETS[c.preset]) if c.preset is not None else {}
-        kw.update(c.model_cfg)
-        if data is not None:
-            vocab, seq_len = data.vocab_size, data.seq_len
-        elif c.task in ('recall', 'synthetic_lm'):
-            task = make_synthetic_task(c)   # cheap: no data is generated
-            vocab, seq_len = task.vocab_size, task.seq_len
-        else:  # corpora: known once loaded
-            vocab, seq_len = c.vocab_size, c.seq_len
-        if vocab is not None:
-            kw['vocab_size'] = int(vocab)
-        if seq_len is not None:
-            if 'block_size' in c.model_cfg:
-                if c.model_cfg['block_size'] < seq_len:
-                    raise ValueError(f"block_size {c.model_cfg['block_size']} < seq_len {seq_len}")
-            else:
-                kw['block_size'] = int(seq_len)
-        return cls(**kw)
-    kw = dict(c.model_cfg)
-    if data is not None:
-        x = data.x_train
-        kw.update(img_size=int(x.shape[-1]), in_chans=int(x.shape[1]), num_classes=int(data.num_classes))
-    return cls(**kw)
 
 
 def init_fields(model: str, model_config: Dict[str, Any]) -> Dict[str, Any]:
@@ -200,29 +156,6 @@ def profile_indices(cfg: 'TrainConfig', n_train: int) -> torch.Tensor:
 def model_at_init(cfg) -> Tuple[nn.Module, torch.Tensor]:
     """(model in eval mode, profile inputs) exactly as a run of ``cfg`` (TrainConfig or dict) is
     profiled at init; Fig. 1, the init study and the calibration notebook use it."""
-    from rksp.harness.config import TrainConfig   # config imports this module (validation builds configs)
-    c = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(dict(cfg))
-    c.validate()
+    c = validated(cfg if isinstance(cfg, TrainConfig) else dict(cfg))
     data, model, _ = build_run(c)
     return model.eval(), data.x_train[profile_indices(c, data.n_train)]
-
-
-# sequence models: (module, config class, model class); all take idx [B, T] -> logits
-SEQ_MODELS = {
-    'gpt': ('rksp.models.gpt', 'GPTConfig', 'GPT'),
-    'moe': ('rksp.models.moe', 'MoEConfig', 'MoEGPT'),
-    'mamba': ('rksp.models.mamba', 'MambaConfig', 'Mamba'),
-    'kan': ('rksp.models.kan', 'KANConfig', 'KANTransformer'),
-}
-
-
-def seq_model_attr(model: str, which: int):
-    mod, cfg_name, cls_name = SEQ_MODELS[model]
-    return getattr(importlib.import_module(mod), (cfg_name, cls_name)[which])
-
-
-def model_config_class(model: str):
-    if model in SEQ_MODELS:
-        return seq_model_attr(model, 0)
-    from rksp.models.vit import ViTConfig
-    return ViTConfig

@@ -1,37 +1,50 @@
-"""The run configuration: `TrainConfig`, its validation and its hash."""
+"""The run configuration: `TrainConfig` (plain data), its field checks and its hash.
+
+The first floor of the harness's one-way pipeline config -> resolve -> build -> loop: this module
+imports nothing from the harness. The checks that need the registries and the builders (hook
+arguments, the optimizer name, the task and model configs) live in `rksp.harness.resolve`, which adds
+them with `add_check` when the package is imported; `TrainConfig.validate()` runs both.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
+import hashlib
 import importlib.util
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
+from rksp.checks import is_int, is_number
 from rksp.defaults import DIV_GRAD, DIV_GRAD_CHOICES, N_SNAPSHOTS, SNAPSHOT_SEED
 from rksp.errors import ConfigError
-from rksp.harness.build import SEQ_MODELS, make_model_config, make_synthetic_task, model_config_class
-from rksp.harness.labels import SPIKE_HORIZON
-from rksp.harness.registry import OPTIMIZERS, hook_spec, lookup, resolve_hook_factory, resolve_optimizer
 
 TASKS = ('recall', 'synthetic_lm', 'wikitext103', 'cifar10')
 
+# sequence models: (module, config class, model class); all take idx [B, T] -> logits
+SEQ_MODELS = {
+    'gpt': ('rksp.models.gpt', 'GPTConfig', 'GPT'),
+    'moe': ('rksp.models.moe', 'MoEConfig', 'MoEGPT'),
+    'mamba': ('rksp.models.mamba', 'MambaConfig', 'Mamba'),
+    'kan': ('rksp.models.kan', 'KANConfig', 'KANTransformer'),
+}
 
 MODELS = (*SEQ_MODELS, 'vit')
 
-_IMAGE_TASKS = ('cifar10',)
+IMAGE_TASKS = ('cifar10',)
 
 SCHEDULES = ('cosine', 'constant', 'linear')
 
 _FLOAT_FIELDS = ('lr', 'weight_decay', 'eps', 'min_lr_ratio', 'grad_clip', 'epochs')
 
 _DEFAULT_STEPS = 1000  # (ours) when neither steps nor epochs is given
+
+FULL_LOG_STEPS = 500   # every step is logged up to here: the Table 2 spike horizon (labels.SPIKE_HORIZON)
 
 
 @dataclass
@@ -80,7 +93,7 @@ class TrainConfig:
     eval_every: int = 0                    # 0: only the final evaluation
     eval_batch_size: Optional[int] = None  # None -> batch_size
     log_every: int = 10                    # curve downsampling after `full_log_steps`
-    full_log_steps: int = SPIKE_HORIZON    # every step is kept up to here
+    full_log_steps: int = FULL_LOG_STEPS   # every step is kept up to here
     # RKSP profile at initialization
     profile_at_init: bool = True
     profile_n_snapshots: int = N_SNAPSHOTS
@@ -162,70 +175,69 @@ class TrainConfig:
 
     # -- validation
     def validate(self) -> None:
-        errs = _validate(self)
+        """Raise ConfigError listing every problem: the field checks, then the checks added by
+        `rksp.harness.resolve` (hooks built with their arguments, optimizer, task and model config)."""
+        errs = field_errors(self)
+        for check in CHECKS:
+            errs.extend(check(self))
         if errs:
             raise ConfigError('invalid TrainConfig: ' + '; '.join(errs))
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+# checks beyond the fields, `check(cfg) -> [error, ...]`, run by `validate()` after the field checks
+# (each skips what the field checks already reject);
+# `rksp.harness.resolve` adds its own on import (the package imports it), so this module needs none
+CHECKS: List[Callable[[TrainConfig], List[str]]] = []
 
 
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+def add_check(check: Callable[[TrainConfig], List[str]]) -> Callable[[TrainConfig], List[str]]:
+    """Register `check(cfg) -> [error, ...]` to run in every `TrainConfig.validate()` (once)."""
+    if check not in CHECKS:
+        CHECKS.append(check)
+    return check
 
 
-# fields filled from the data (the user sets the task's fields instead)
-_DATA_MODEL_FIELDS = {**{m: ('vocab_size',) for m in SEQ_MODELS}, 'vit': ('img_size', 'in_chans', 'num_classes')}
-
-
-def _validate(c: TrainConfig) -> List[str]:
+def field_errors(c: TrainConfig) -> List[str]:
+    """Every problem with the fields themselves (types, ranges, choices), without resolving anything."""
     errs: List[str] = []
     if c.task not in TASKS:
         errs.append(f"unknown task {c.task!r} (valid: {', '.join(TASKS)})")
     if c.model not in MODELS:
         errs.append(f"unknown model {c.model!r} (valid: {', '.join(MODELS)})")
-    elif c.task in TASKS and (c.task in _IMAGE_TASKS) != (c.model == 'vit'):
-        need = "'vit'" if c.task in _IMAGE_TASKS else f"one of {', '.join(SEQ_MODELS)}"
+    elif c.task in TASKS and (c.task in IMAGE_TASKS) != (c.model == 'vit'):
+        need = "'vit'" if c.task in IMAGE_TASKS else f"one of {', '.join(SEQ_MODELS)}"
         errs.append(f"task {c.task!r} needs model {need}, got {c.model!r}")
     # ints
     for name, lo in (('batch_size', 1), ('warmup_steps', 0), ('eval_every', 0), ('log_every', 1),
                      ('full_log_steps', 0), ('profile_n_snapshots', 2), ('seed', None)):
         v = getattr(c, name)
-        if not _is_int(v) or (lo is not None and v < lo):
+        if not is_int(v) or (lo is not None and v < lo):
             errs.append(f"{name} must be an integer{f' >= {lo}' if lo is not None else ''}, got {v!r}")
     for name, lo in (('steps', 1), ('seq_len', 2), ('vocab_size', 2), ('n_pairs', 1), ('n_train', 1),
                      ('n_val', 1), ('eval_batch_size', 1), ('profile_batch_size', 1), ('data_seed', None)):
         v = getattr(c, name)
-        if v is not None and (not _is_int(v) or (lo is not None and v < lo)):
+        if v is not None and (not is_int(v) or (lo is not None and v < lo)):
             errs.append(f"{name} must be None or an integer{f' >= {lo}' if lo is not None else ''}, got {v!r}")
     if c.steps is not None and c.epochs is not None:
         errs.append("give steps or epochs, not both")
-    if c.epochs is not None and (not _is_num(c.epochs) or not c.epochs > 0 or not math.isfinite(c.epochs)):
+    if c.epochs is not None and (not is_number(c.epochs) or not c.epochs > 0 or not math.isfinite(c.epochs)):
         errs.append(f"epochs must be > 0, got {c.epochs!r}")
     # floats
-    if not _is_num(c.lr) or not (c.lr > 0) or not math.isfinite(c.lr):
+    if not is_number(c.lr) or not (c.lr > 0) or not math.isfinite(c.lr):
         errs.append(f"lr must be a finite number > 0, got {c.lr!r}")
-    if not _is_num(c.weight_decay) or not c.weight_decay >= 0:
+    if not is_number(c.weight_decay) or not c.weight_decay >= 0:
         errs.append(f"weight_decay must be >= 0, got {c.weight_decay!r}")
-    if not _is_num(c.eps) or not c.eps > 0:
+    if not is_number(c.eps) or not c.eps > 0:
         errs.append(f"eps must be > 0, got {c.eps!r}")
     if (not isinstance(c.betas, tuple) or len(c.betas) != 2
-            or not all(_is_num(b) and 0 <= b < 1 for b in c.betas)):
+            or not all(is_number(b) and 0 <= b < 1 for b in c.betas)):
         errs.append(f"betas must be two numbers in [0, 1), got {c.betas!r}")
-    if not _is_num(c.min_lr_ratio) or not 0 <= c.min_lr_ratio <= 1:
+    if not is_number(c.min_lr_ratio) or not 0 <= c.min_lr_ratio <= 1:
         errs.append(f"min_lr_ratio must be in [0, 1], got {c.min_lr_ratio!r}")
-    if c.grad_clip is not None and (not _is_num(c.grad_clip) or not c.grad_clip > 0):
+    if c.grad_clip is not None and (not is_number(c.grad_clip) or not c.grad_clip > 0):
         errs.append(f"grad_clip must be None or > 0, got {c.grad_clip!r}")
     if c.schedule not in SCHEDULES:
         errs.append(f"unknown schedule {c.schedule!r} (valid: {', '.join(SCHEDULES)})")
-    if not isinstance(c.optimizer, str) or lookup(OPTIMIZERS, c.optimizer) is None:
-        errs.append(f"unknown optimizer {c.optimizer!r} (registered: {', '.join(sorted(OPTIMIZERS))})")
-    elif ':' in c.optimizer and c.optimizer not in OPTIMIZERS:
-        try:
-            resolve_optimizer(c.optimizer)
-        except Exception as e:  # noqa: BLE001
-            errs.append(f"optimizer {c.optimizer!r} cannot be imported: {e}")
     if c.div_grad not in DIV_GRAD_CHOICES:
         errs.append(f"div_grad must be one of {DIV_GRAD_CHOICES}, got {c.div_grad!r}")
     for name in ('profile_at_init', 'profile_at_end', 'deterministic'):
@@ -246,20 +258,15 @@ def _validate(c: TrainConfig) -> List[str]:
         errs.append("n_pairs applies to task 'recall' only")
     if not isinstance(c.hooks, list):
         errs.append(f"hooks must be a list, got {type(c.hooks).__name__}")
-    else:
-        for spec in c.hooks:
-            try:
-                target, kwargs = hook_spec(spec)
-                json.dumps(kwargs, allow_nan=False)
-                resolve_hook_factory(target)
-            except Exception as e:  # noqa: BLE001
-                errs.append(f"hook {spec!r}: {e}")
     if c.profile_at_init is True and importlib.util.find_spec('rksp.core.profiling') is None:
         errs.append("profile_at_init=True but rksp.core.profiling is not available (set profile_at_init: false)")
-    if (c.task in TASKS and c.model in MODELS and (c.task in _IMAGE_TASKS) == (c.model == 'vit')
-            and isinstance(c.model_cfg, dict) and isinstance(c.data_kwargs, dict)):
-        errs.extend(_validate_task_and_model(c))
     return errs
+
+
+def task_and_model_valid(c: TrainConfig) -> bool:
+    """Whether the task, model and their mappings passed the field checks (the model config can be built)."""
+    return (c.task in TASKS and c.model in MODELS and (c.task in IMAGE_TASKS) == (c.model == 'vit')
+            and isinstance(c.model_cfg, dict) and isinstance(c.data_kwargs, dict))
 
 
 def _valid_device(s: str) -> bool:
@@ -270,43 +277,7 @@ def _valid_device(s: str) -> bool:
         return False
 
 
-def _validate_task_and_model(c: TrainConfig) -> List[str]:
-    errs = []
-    # task parameters: the task classes validate themselves cheaply
-    try:
-        if c.task in ('recall', 'synthetic_lm'):
-            make_synthetic_task(c)
-    except (TypeError, ValueError) as e:
-        errs.append(f"task {c.task!r}: {e}")
-    # model config
-    cls = model_config_class(c.model)
-    fnames = [f.name for f in dataclasses.fields(cls)]
-    bad = [k for k in c.model_cfg if k not in fnames]
-    if bad:
-        errs.append(f"unknown {cls.__name__} field(s) {bad} in model_cfg (valid: {', '.join(fnames)})")
-        return errs
-    derived = [k for k in _DATA_MODEL_FIELDS[c.model] if k in c.model_cfg]
-    if derived:
-        errs.append(f"model_cfg field(s) {derived} come from the data; set the task's fields "
-                    "(vocab_size, data_kwargs) instead")
-        return errs
-    if c.model == 'gpt':
-        from rksp.models.gpt import PRESETS
-        if c.preset is not None and c.preset not in PRESETS:
-            errs.append(f"unknown preset {c.preset!r} (valid: {', '.join(PRESETS)})")
-            return errs
-    elif c.preset is not None:
-        errs.append(f"preset applies to model 'gpt' only; give {c.model} sizes in model_cfg")
-        return errs
-    try:
-        make_model_config(c, data=None)
-    except (TypeError, ValueError) as e:
-        errs.append(f"model_cfg: {e}")
-    return errs
-
-
 def config_hash(cfg_dict: Dict[str, Any]) -> str:
     """sha256 of the canonical JSON (sorted keys, no spaces) of a config dict: 16 hex chars."""
-    import hashlib
     s = json.dumps(cfg_dict, sort_keys=True, separators=(',', ':'), ensure_ascii=True, allow_nan=False)
     return hashlib.sha256(s.encode('utf-8')).hexdigest()[:16]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from rksp.core.snapshots import residual_states as capture_residuals
-from rksp.harness.config import TrainConfig
+
+if TYPE_CHECKING:  # annotations only: the harness's pipeline runs config -> resolve -> build -> loop
+    from rksp.harness.config import TrainConfig
 
 
 @dataclass
@@ -19,8 +21,22 @@ class StepOutputs:
     hidden: Optional[List[torch.Tensor]]     # [h_0..h_L] when needs_hidden(step), else None
 
 
+# what `train_step` may return: the task loss, (task loss, extra loss), or None (the default step runs)
+StepResult = Union[None, torch.Tensor, Tuple[torch.Tensor, Optional[torch.Tensor]]]
+
+
 class TrainHooks:
-    """Base class of training hooks; override what you need (all are optional)."""
+    """Base class of training hooks: every member the harness reads is declared here, with the
+    default that leaves the run unchanged; override what you need.
+
+    In the order of a run: `transform_model` (before profiling and the optimizer), `make_optimizer`,
+    `on_start`; then per step `before_step`, `train_step` (or the default step, which asks
+    `needs_hidden` and adds `extra_loss`), `after_step` (completed steps only); finally `on_end`.
+    `extra_grad_bound` c (None: no bound) scales the extra losses' gradient to <= c x the task
+    gradient (`StepContext.backward_rest`; KSS grad_bound).
+    """
+
+    extra_grad_bound: Optional[float] = None
 
     def transform_model(self, model: nn.Module, cfg: TrainConfig) -> nn.Module:
         return model
@@ -28,22 +44,26 @@ class TrainHooks:
     def make_optimizer(self, params, cfg: TrainConfig, model: nn.Module) -> Optional[torch.optim.Optimizer]:
         return None
 
-    def on_start(self, model, optimizer, cfg, ctx: 'StepContext') -> None:
+    def on_start(self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                 ctx: 'StepContext') -> None:
         pass
 
     def needs_hidden(self, step: int) -> bool:
         return False
 
-    def extra_loss(self, model, batch, outputs: StepOutputs, step: int) -> Optional[torch.Tensor]:
+    def extra_loss(self, model: nn.Module, batch, outputs: StepOutputs, step: int) -> Optional[torch.Tensor]:
         return None
 
-    def train_step(self, step, model, optimizer, batch, ctx: 'StepContext'):
+    def train_step(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, batch,
+                   ctx: 'StepContext') -> StepResult:
         return None
 
-    def before_step(self, step, model, optimizer, info: Dict[str, Any]) -> None:
+    def before_step(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    info: Dict[str, Any]) -> None:
         pass
 
-    def after_step(self, step, model, optimizer, info: Dict[str, Any]) -> None:
+    def after_step(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                   info: Dict[str, Any]) -> None:
         pass
 
     def on_end(self, record: Dict[str, Any], model: nn.Module) -> None:
@@ -92,7 +112,7 @@ class HookList(TrainHooks):
         steppers = having('train_step')
         if len(steppers) > 1:
             raise ValueError(f"at most one hook may replace the step, got {len(steppers)}")
-        self._step = steppers[0] if steppers else None
+        self.step_hook: Optional[TrainHooks] = steppers[0] if steppers else None   # the hook whose train_step runs
 
     @property
     def has_before(self):
@@ -108,7 +128,7 @@ class HookList(TrainHooks):
 
     @property
     def has_step(self):
-        return self._step is not None
+        return self.step_hook is not None
 
     @property
     def has_hidden(self):
@@ -143,13 +163,13 @@ class HookList(TrainHooks):
         return total
 
     def train_step(self, step, model, optimizer, batch, ctx):
-        return self._step.train_step(step, model, optimizer, batch, ctx) if self._step else None
+        return self.step_hook.train_step(step, model, optimizer, batch, ctx) if self.step_hook else None
 
     @property
     def extra_grad_bound(self) -> Optional[float]:
         """Smallest `extra_grad_bound` any hook declares (None: none): the extra losses' gradient is
         scaled to <= that multiple of the task gradient (`StepContext.backward_rest`; KSS grad_bound)."""
-        bs = [b for b in (getattr(h, 'extra_grad_bound', None) for h in self.hooks) if b is not None]
+        bs = [h.extra_grad_bound for h in self.hooks if h.extra_grad_bound is not None]
         return min(bs) if bs else None
 
     def before_step(self, step, model, optimizer, info):

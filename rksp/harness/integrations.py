@@ -40,7 +40,7 @@ import torch
 from rksp import defaults
 from rksp.errors import RKSPInputError
 from rksp.core.kss import KSS, KSSConfig
-from rksp.harness.tracking import PLOT_METRICS, Tracker, plot_track
+from rksp.harness.tracking import PLOT_METRICS, Tracker
 
 try:  # transformers is optional for the rest of the package
     from transformers import TrainerCallback
@@ -170,8 +170,11 @@ class RKSPCallback(TrainerCallback):
             raise RKSPInputError("no profile taken yet (train first)")
         return self.tracker.frame(**labels)
 
-    def plot(self, metrics=PLOT_METRICS, **kw):
-        return plot_track(self.frame(), metrics, **kw)
+    def plot(self, path=None, metrics=PLOT_METRICS, **kw):
+        """The tracker's figure (:meth:`rksp.harness.tracking.Tracker.plot`): saved to ``path`` if given."""
+        if self.tracker is None:
+            raise RKSPInputError("no profile taken yet (train first)")
+        return self.tracker.plot(path, metrics, **kw)
 
     @staticmethod
     def from_log_history(log_history: list[dict[str, Any]], prefix: str = "rksp/") -> pd.DataFrame:

@@ -92,6 +92,8 @@ change the run without copying the loop:
                                                after_step runs for completed steps only (not the
                                                divergence step); info has step, lr, loss, grad_norm
   on_end(record, model)                        add fields to record['extras']
+  extra_grad_bound (attribute; None)           c: the extra losses' gradient is scaled to <= c x the task
+                                               gradient (KSS grad_bound; not with a hook that replaces the step)
 Config-level hooks (`TrainConfig.hooks`, serializable, part of the hash) are
 names registered in `HOOKS` (`@register_hooks(name)`; the package's own register on first lookup,
 see `PLUGIN_MODULES`) or 'package.module:factory' strings, or {'target': ..., 'kwargs': {...}}.
@@ -99,25 +101,29 @@ see `PLUGIN_MODULES`) or 'package.module:factory' strings, or {'target': ..., 'k
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
 import time
 import warnings
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rksp.errors import ConfigError
 from rksp.harness.build import TaskData, build_run, derive_seed, init_fields, profile_indices
 from rksp.harness.config import TrainConfig, config_hash
 from rksp.harness.hooks import HookList, StepContext, TrainHooks, total_grad_norm
 from rksp.harness.labels import divergence_check, gradient_baselines
 from rksp.harness.record import SCHEMA_VERSION, to_jsonable
-from rksp.harness.registry import resolve_hooks, resolve_optimizer
+from rksp.harness.resolve import make_optimizer, param_groups, run_hooks, validated
+
+__all__ = ['train', 'setup', 'one_step', 'run_steps', 'finish', 'Run', 'StepValues', 'Curves', 'Outcome',
+           'evaluate', 'lr_factor', 'param_groups', 'BatchSampler']
 
 
 def _loss_fn_for(kind: str):
@@ -178,18 +184,6 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: floa
     return 1.0 - (1.0 - min_ratio) * p
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.dim() >= 2 else no_decay).append(p)
-    groups = [{'params': decay, 'weight_decay': weight_decay}]
-    if no_decay:
-        groups.append({'params': no_decay, 'weight_decay': 0.0})
-    return groups
-
-
 def _resolve_device(s: str) -> torch.device:
     if s == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -241,6 +235,86 @@ def _run_profile(model, inputs, cfg: TrainConfig):
     return to_jsonable(d)
 
 
+# ----------------------------------------------------------------------------- one run: setup, steps, finish
+
+@dataclass
+class Run:
+    """What `setup` builds for the steps and `finish`: the resolved config and hooks, the data on the
+    device, the model, its optimizer and step context, the batch stream, and the record so far."""
+    cfg: TrainConfig
+    hooks: HookList
+    device: torch.device
+    data: TaskData
+    model: nn.Module
+    params: List[torch.Tensor]               # the parameters with requires_grad (after transform_model)
+    opt: torch.optim.Optimizer
+    init_lrs: List[float]                    # each group's lr before the schedule
+    ctx: StepContext
+    sampler: 'BatchSampler'
+    x_train: torch.Tensor
+    y_train: Optional[torch.Tensor]
+    profile_idx: Optional[torch.Tensor]      # the profiled inputs (None without profile_at_init)
+    steps: int                               # planned
+    eval_bs: int
+    record: Dict[str, Any]
+    profile_time: float
+
+
+class StepValues(NamedTuple):
+    """One step's numbers, read from the device in one host sync."""
+    loss: float                      # task loss
+    grad_norm: float                 # norm of the gradient applied (before clipping): the 'total' label reads it
+    label_grad_norm: float           # the norm the divergence label reads (div_grad: the task gradient alone)
+    extra_loss: Optional[float]      # the hooks' extra loss (None: no hook added one this step)
+    reg_grad_norm: Optional[float]   # the extra losses' own gradient norm (two-pass steps only)
+    reg_grad_scale: Optional[float]  # the scale the bound applied to it (1.0 without a bound)
+
+
+@dataclass
+class Curves:
+    """Per-step values of the steps run, the evaluations during training, the regularizer gradients."""
+    loss: List[float] = field(default_factory=list)
+    grad_norm: List[float] = field(default_factory=list)
+    lr: List[float] = field(default_factory=list)
+    extra_loss: List[float] = field(default_factory=list)      # NaN on steps without an extra loss
+    any_extra: bool = False
+    reg_grad: Dict[str, List[float]] = field(
+        default_factory=lambda: {'step': [], 'task_grad_norm': [], 'reg_grad_norm': [], 'scale': []})
+    eval_curve: Dict[str, List] = field(
+        default_factory=lambda: {'step': [], 'val_loss': [], 'val_acc': [], 'val_ppl': []})
+
+    def add(self, step: int, v: StepValues, lr: float) -> bool:
+        """Append one step; True when it had a separate regularizer backward (reg_grad grew)."""
+        if v.reg_grad_norm is not None:      # regularizer vs task gradient, before any bound
+            self.reg_grad['step'].append(step)
+            self.reg_grad['task_grad_norm'].append(v.label_grad_norm)
+            self.reg_grad['reg_grad_norm'].append(v.reg_grad_norm)
+            self.reg_grad['scale'].append(v.reg_grad_scale)
+        self.loss.append(v.loss)
+        self.grad_norm.append(v.grad_norm)
+        self.lr.append(lr)
+        if v.extra_loss is not None:
+            self.any_extra = True
+            self.extra_loss.append(v.extra_loss)
+        else:
+            self.extra_loss.append(float('nan'))
+        return v.reg_grad_norm is not None
+
+
+@dataclass
+class Outcome:
+    """How the steps ended: divergence (the label and the 'total' reading), steps done, timings."""
+    steps_done: int = 0
+    diverged: bool = False
+    div_step: Optional[int] = None
+    div_reason: Optional[str] = None
+    div_value: Optional[float] = None
+    strict_step: Optional[int] = None        # first step at which the 'total' gradient reading fires
+    train_time: float = 0.0
+    train_cpu_time: float = 0.0
+    eval_time: float = 0.0                   # evaluations during training, then + the final one
+
+
 def train(cfg: Union[TrainConfig, Dict[str, Any]], hooks: Union[None, TrainHooks, Sequence[TrainHooks]] = None,
           progress: bool = False) -> Dict[str, Any]:
     """Run one training run and return its record (module docstring: schema).
@@ -250,22 +324,24 @@ def train(cfg: Union[TrainConfig, Dict[str, Any]], hooks: Union[None, TrainHooks
     """
     t_start = time.perf_counter()
     started_at = datetime.now(timezone.utc).isoformat(timespec='seconds')
-    cfg = TrainConfig.from_dict(cfg) if not isinstance(cfg, TrainConfig) else cfg
-    cfg.validate()
-    cfg_dict = cfg.to_dict()
-    extra_hooks = [] if hooks is None else ([hooks] if isinstance(hooks, TrainHooks) else list(hooks))
-    hk = HookList(resolve_hooks(cfg.hooks) + extra_hooks)
-    if hk.has_step and hk.extra_grad_bound is not None:
-        raise ConfigError(f"a bound on the regularizer gradient (extra_grad_bound {hk.extra_grad_bound}, e.g. KSS "
-                          f"grad_bound) is applied by the default step, but hook {type(hk._step).__name__} "
-                          "replaces the step (e.g. SAM)")
+    cfg = validated(cfg)
+    hk = run_hooks(cfg, hooks)
     device = _resolve_device(cfg.device)
+    with _deterministic(cfg.deterministic, device):
+        run = setup(cfg, hk, device)
+        curves = Curves()
+        outcome = run_steps(run, curves, progress)
+        return finish(run, curves, outcome, t_start, started_at)
 
+
+@contextlib.contextmanager
+def _deterministic(on: bool, device: torch.device):
+    """Deterministic algorithms for the run (warn only), restored afterwards."""
     prev_det = (torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled())
     det_mod = getattr(torch.utils, 'deterministic', None)
     prev_fill = getattr(det_mod, 'fill_uninitialized_memory', None)
-    if cfg.deterministic:
+    if on:
         if device.type == 'cuda':
             os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')   # deterministic cuBLAS
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -274,14 +350,16 @@ def train(cfg: Union[TrainConfig, Dict[str, Any]], hooks: Union[None, TrainHooks
             # nothing here reads uninitialized memory
             det_mod.fill_uninitialized_memory = False
     try:
-        return _train(cfg, cfg_dict, hk, device, progress, t_start, started_at)
+        yield
     finally:
         torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
         if prev_fill is not None:
             det_mod.fill_uninitialized_memory = prev_fill
 
 
-def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, started_at):
+def setup(cfg: TrainConfig, hk: HookList, device: torch.device) -> Run:
+    """Build the run (seeded data and model, the hooks' model transform), profile it at init, build
+    the optimizer and the step context, call the hooks' `on_start`."""
     data, model, model_config = build_run(cfg)
     model = hk.transform_model(model, cfg).to(device)
     model.train()
@@ -289,6 +367,7 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
     params = [p for p in model.parameters() if p.requires_grad]
 
     steps = cfg.steps if cfg.steps is not None else max(1, math.ceil(cfg.epochs * data.n_train / cfg.batch_size))
+    cfg_dict = cfg.to_dict()
     record: Dict[str, Any] = {
         'schema_version': SCHEMA_VERSION, 'status': 'ok', 'hash': config_hash(cfg_dict), 'config': cfg_dict,
         'task_kind': data.kind, 'data_name': data.data_name, 'data_is_standin': data.is_standin,
@@ -303,6 +382,7 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
 
     # --- RKSP profile at init, on a batch of training inputs with its own generator
     t0 = time.perf_counter()
+    pidx = None
     if cfg.profile_at_init:
         pidx = profile_indices(cfg, data.n_train).to(device)
         try:
@@ -313,165 +393,163 @@ def _train(cfg: TrainConfig, cfg_dict, hk: HookList, device, progress, t_start, 
                           "and the record carries profile=None", RuntimeWarning, stacklevel=2)
     profile_time = time.perf_counter() - t0
 
-    # --- optimizer
-    groups = param_groups(model, cfg.weight_decay)
-    opt = hk.make_optimizer(groups, cfg, model)
-    if opt is None:
-        opt = resolve_optimizer(cfg.optimizer)(groups, cfg)
+    opt = make_optimizer(cfg, hk, model)
     for gr in opt.param_groups:
         gr.setdefault('initial_lr', gr['lr'])
     init_lrs = [gr['initial_lr'] for gr in opt.param_groups]
-    base_lr = cfg.lr
 
-    loss_fn = _loss_fn_for(data.kind)
-    ctx = StepContext(model, opt, cfg, hk, loss_fn, device, record['extras'])
+    ctx = StepContext(model, opt, cfg, hk, _loss_fn_for(data.kind), device, record['extras'])
     hk.on_start(model, opt, cfg, ctx)
 
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 'batches'))
-    sampler = BatchSampler(data.n_train, cfg.batch_size, gen)
-    eval_bs = cfg.eval_batch_size or cfg.batch_size
+    return Run(cfg=cfg, hooks=hk, device=device, data=data, model=model, params=params, opt=opt,
+               init_lrs=init_lrs, ctx=ctx, sampler=BatchSampler(data.n_train, cfg.batch_size, gen),
+               x_train=x_train, y_train=y_train, profile_idx=pidx, steps=steps,
+               eval_bs=cfg.eval_batch_size or cfg.batch_size, record=record, profile_time=profile_time)
 
-    losses: List[float] = []
-    gnorms: List[float] = []
-    lrs: List[float] = []
-    extras_curve: List[float] = []
-    any_extra = False
-    # per step with a separate regularizer backward (StepContext.backward_rest): both norms, the bound's scale
-    reg_grad: Dict[str, List[float]] = {'step': [], 'task_grad_norm': [], 'reg_grad_norm': [], 'scale': []}
-    eval_curve: Dict[str, List] = {'step': [], 'val_loss': [], 'val_acc': [], 'val_ppl': []}
-    diverged, div_step, div_reason, div_value = False, None, None, None
-    strict_step = None
-    eval_time = 0.0
-    clip = cfg.grad_clip
-    info: Dict[str, Any] = {}
 
+def one_step(run: Run, step: int, batch) -> Tuple[StepValues, torch.Tensor]:
+    """Forward and backward of one step (a hook's `train_step` or the default step); returns its
+    values (one host sync) and the gradient norm tensor (for clipping). No optimizer update."""
+    hk, ctx = run.hooks, run.ctx
+    run.opt.zero_grad(set_to_none=True)
+    ctx.task_grad_norm = ctx.reg_grad_norm = ctx.reg_grad_scale = None
+    out = hk.train_step(step, run.model, run.opt, batch, ctx) if hk.has_step else None
+    if out is None:
+        task_loss, extra = ctx.default_step(step, batch)
+    elif isinstance(out, (tuple, list)):
+        task_loss, extra = out[0], (out[1] if len(out) > 1 else None)
+    else:
+        task_loss, extra = out, None
+    gn = total_grad_norm(run.params)
+    return _read_values(task_loss, gn, extra, ctx), gn
+
+
+def _read_values(task_loss: torch.Tensor, gn: torch.Tensor, extra, ctx: StepContext) -> StepValues:
+    dev = task_loss.device
+    tgn, rgn, rsc = ctx.task_grad_norm, ctx.reg_grad_norm, ctx.reg_grad_scale
+    vals = [task_loss.detach().float().reshape(()), gn.detach().float().reshape(()).to(dev),
+            (tgn if tgn is not None else gn).detach().float().reshape(()).to(dev)]
+    if extra is not None:
+        vals.append(torch.as_tensor(extra).detach().float().reshape(()).to(dev))
+    if rgn is not None:
+        vals += [rgn.float().reshape(()).to(dev),
+                 (rsc if rsc is not None else torch.ones(())).float().reshape(()).to(dev)]
+    synced = torch.stack(vals).tolist()     # the one host sync per step
+    rest = iter(synced[3:])
+    extra_v = next(rest) if extra is not None else None
+    reg_norm, reg_scale = (next(rest), next(rest)) if rgn is not None else (None, None)
+    return StepValues(loss=synced[0], grad_norm=synced[1], label_grad_norm=synced[2], extra_loss=extra_v,
+                      reg_grad_norm=reg_norm, reg_grad_scale=reg_scale)
+
+
+def run_steps(run: Run, curves: Curves, progress: bool = False) -> Outcome:
+    """The training steps: schedule, batch, `one_step`, the divergence label (stop before the update),
+    clipping, the optimizer update, the hooks around the step, evaluations during training."""
+    cfg, hk, model, opt, data = run.cfg, run.hooks, run.model, run.opt, run.data
+    out = Outcome()
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=steps, desc=f"train {record['hash'][:8]}", leave=False)
+        bar = tqdm(total=run.steps, desc=f"train {run.record['hash'][:8]}", leave=False)
 
     t_train, c_train, eval_cpu = time.perf_counter(), time.process_time(), 0.0
-    step = 0
-    for step in range(1, steps + 1):
-        f = lr_factor(step, steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
-        for gr, l0 in zip(opt.param_groups, init_lrs):
+    s = 0
+    for s in range(1, run.steps + 1):
+        f = lr_factor(s, run.steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
+        for gr, l0 in zip(opt.param_groups, run.init_lrs):
             gr['lr'] = l0 * f
-        lr_now = base_lr * f
-        idx = sampler.next()
-        if device.type != 'cpu':
-            idx = idx.to(device, non_blocking=True)
-        batch = (x_train[idx], y_train[idx] if y_train is not None else None)
+        lr_now = cfg.lr * f
+        idx = run.sampler.next()
+        if run.device.type != 'cpu':
+            idx = idx.to(run.device, non_blocking=True)
+        batch = (run.x_train[idx], run.y_train[idx] if run.y_train is not None else None)
         if hk.has_before:
-            hk.before_step(step, model, opt, {'step': step, 'lr': lr_now, 'batch': batch})
+            hk.before_step(s, model, opt, {'step': s, 'lr': lr_now, 'batch': batch})
 
-        opt.zero_grad(set_to_none=True)
-        ctx.task_grad_norm = ctx.reg_grad_norm = ctx.reg_grad_scale = None
-        out = hk.train_step(step, model, opt, batch, ctx) if hk.has_step else None
-        if out is None:
-            task_loss, extra = ctx.default_step(step, batch)
-        elif isinstance(out, (tuple, list)):
-            task_loss, extra = out[0], (out[1] if len(out) > 1 else None)
-        else:
-            task_loss, extra = out, None
-        gn = total_grad_norm(params)
-        tgn = ctx.task_grad_norm
-        vals = [task_loss.detach().float().reshape(()), gn.detach().float().reshape(()).to(task_loss.device),
-                (tgn if tgn is not None else gn).detach().float().reshape(()).to(task_loss.device)]
-        if extra is not None:
-            vals.append(torch.as_tensor(extra).detach().float().reshape(()).to(task_loss.device))
-        rgn = ctx.reg_grad_norm
-        if rgn is not None:
-            rsc = ctx.reg_grad_scale
-            vals += [rgn.float().reshape(()).to(task_loss.device),
-                     (rsc if rsc is not None else torch.ones(())).float().reshape(()).to(task_loss.device)]
-        synced = torch.stack(vals).tolist()     # the one host sync per step
-        if rgn is not None:                     # regularizer vs task gradient, before any bound
-            reg_grad['step'].append(step)
-            reg_grad['task_grad_norm'].append(synced[2])
-            reg_grad['reg_grad_norm'].append(synced[-2])
-            reg_grad['scale'].append(synced[-1])
-            record['extras']['reg_grad'] = reg_grad
-        loss_v, gn_v, label_gn = synced[0], synced[1], synced[2]
-        if extra is not None:
-            synced = [synced[0], synced[1], synced[3]]
-        losses.append(loss_v)
-        gnorms.append(gn_v)
-        lrs.append(lr_now)
-        if extra is not None:
-            any_extra = True
-            extras_curve.append(synced[2])
-        else:
-            extras_curve.append(float('nan'))
+        v, gn = one_step(run, s, batch)
+        if curves.add(s, v, lr_now):
+            run.record['extras']['reg_grad'] = curves.reg_grad
 
-        if strict_step is None and divergence_check(loss_v, gn_v) is not None:
-            strict_step = step          # the label on the total gradient ('total') would stop here
-        reason = divergence_check(loss_v, label_gn)
+        if out.strict_step is None and divergence_check(v.loss, v.grad_norm) is not None:
+            out.strict_step = s          # the label on the total gradient ('total') would stop here
+        reason = divergence_check(v.loss, v.label_grad_norm)
         if reason is not None:
-            diverged, div_step, div_reason = True, step, reason
-            div_value = loss_v if reason in ('loss', 'nonfinite_loss') else label_gn
+            out.diverged, out.div_step, out.div_reason = True, s, reason
+            out.div_value = v.loss if reason in ('loss', 'nonfinite_loss') else v.label_grad_norm
             break
 
-        if clip is not None:
-            _clip(params, clip, gn)
+        if cfg.grad_clip is not None:
+            _clip(run.params, cfg.grad_clip, gn)
         opt.step()
 
         if hk.has_after:
-            info = {'step': step, 'lr': lr_now, 'loss': loss_v, 'grad_norm': gn_v,
-                    'extra_loss': synced[2] if extra is not None else None}
-            hk.after_step(step, model, opt, info)
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
+            info = {'step': s, 'lr': lr_now, 'loss': v.loss, 'grad_norm': v.grad_norm, 'extra_loss': v.extra_loss}
+            hk.after_step(s, model, opt, info)
+        if cfg.eval_every and s % cfg.eval_every == 0 and s < run.steps:
             te, ce = time.perf_counter(), time.process_time()
-            ev = evaluate(model, data, eval_bs, device)
-            eval_curve['step'].append(step)
+            ev = evaluate(model, data, run.eval_bs, run.device)
+            curves.eval_curve['step'].append(s)
             for k in ('val_loss', 'val_acc', 'val_ppl'):
-                eval_curve[k].append(ev[k])
-            eval_time += time.perf_counter() - te
+                curves.eval_curve[k].append(ev[k])
+            out.eval_time += time.perf_counter() - te
             eval_cpu += time.process_time() - ce
         if bar is not None:
             bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(loss=f'{loss_v:.3f}', gn=f'{gn_v:.2f}')
-    steps_done = step if steps >= 1 else 0
-    train_time = time.perf_counter() - t_train - eval_time
-    train_cpu_time = time.process_time() - c_train - eval_cpu     # CPU seconds of this process (robust to load)
+            if s % 10 == 0:
+                bar.set_postfix(loss=f'{v.loss:.3f}', gn=f'{v.grad_norm:.2f}')
+    out.steps_done = s if run.steps >= 1 else 0
+    out.train_time = time.perf_counter() - t_train - out.eval_time
+    out.train_cpu_time = time.process_time() - c_train - eval_cpu     # CPU seconds of this process (robust to load)
     if bar is not None:
         bar.close()
+    return out
 
+
+def finish(run: Run, curves: Curves, out: Outcome, t_start: float, started_at: str) -> Dict[str, Any]:
+    """Final evaluation, the curves kept, the labels and baselines, the profile at the end, the
+    hooks' `on_end`, timings: the complete record."""
+    cfg, data, record = run.cfg, run.data, run.record
     te = time.perf_counter()
-    final = evaluate(model, data, eval_bs, device)
-    eval_time += time.perf_counter() - te
+    final = evaluate(run.model, data, run.eval_bs, run.device)
+    eval_time = out.eval_time + (time.perf_counter() - te)
 
+    losses, gnorms = curves.loss, curves.grad_norm
     keep = _downsample_idx(len(losses), cfg.full_log_steps, cfg.log_every)
-    curves = {'step': [i + 1 for i in keep], 'loss': [losses[i] for i in keep],
-              'grad_norm': [gnorms[i] for i in keep], 'lr': [lrs[i] for i in keep]}
-    if any_extra:
-        curves['extra_loss'] = [extras_curve[i] for i in keep]
+    kept = {'step': [i + 1 for i in keep], 'loss': [losses[i] for i in keep],
+            'grad_norm': [gnorms[i] for i in keep], 'lr': [curves.lr[i] for i in keep]}
+    if curves.any_extra:
+        kept['extra_loss'] = [curves.extra_loss[i] for i in keep]
+    eval_curve = curves.eval_curve
     if data.kind != 'lm':
         eval_curve.pop('val_ppl')
 
+    diverged = out.diverged
     record.update({
-        'steps_done': int(steps_done), 'diverged': diverged, 'div_step': div_step, 'div_reason': div_reason,
-        'div_value': div_value, 'div_step_total_grad': strict_step, 'final_train_loss': losses[-1] if losses else None,
+        'steps_done': int(out.steps_done), 'diverged': diverged, 'div_step': out.div_step,
+        'div_reason': out.div_reason, 'div_value': out.div_value, 'div_step_total_grad': out.strict_step,
+        'final_train_loss': losses[-1] if losses else None,
         # baselines from the steps *before* a divergence: the divergence step itself is the label
         **gradient_baselines(losses[:-1] if diverged else losses, gnorms[:-1] if diverged else gnorms),
-        'curves': curves, 'eval_curve': eval_curve,
+        'curves': kept, 'eval_curve': eval_curve,
         'val_loss': final['val_loss'], 'val_acc': final['val_acc'], 'val_ppl': final['val_ppl'],
     })
     if cfg.profile_at_end and cfg.profile_at_init and not diverged:
         try:
-            record['profile_end'] = _run_profile(model, x_train[pidx], cfg)
+            record['profile_end'] = _run_profile(run.model, run.x_train[run.profile_idx], cfg)
         except Exception as e:  # noqa: BLE001
             record['profile_end'] = None
             record['profile_error'] = f'end: {type(e).__name__}: {e}'
-    hk.on_end(record, model)
+    run.hooks.on_end(record, run.model)
     record['extras'] = to_jsonable(record['extras'])
     wall = time.perf_counter() - t_start
+    train_time = out.train_time
     record.update({
-        'wall_time': wall, 'train_time': train_time, 'train_cpu_time': train_cpu_time,
-        'profile_time': profile_time, 'eval_time': eval_time,
-        'steps_per_sec': steps_done / train_time if train_time > 0 else None,
+        'wall_time': wall, 'train_time': train_time, 'train_cpu_time': out.train_cpu_time,
+        'profile_time': run.profile_time, 'eval_time': eval_time,
+        'steps_per_sec': out.steps_done / train_time if train_time > 0 else None,
         'started_at': started_at, 'finished_at': datetime.now(timezone.utc).isoformat(timespec='seconds'),
-        'env': {'torch': torch.__version__, 'python': platform.python_version(), 'device': str(device),
+        'env': {'torch': torch.__version__, 'python': platform.python_version(), 'device': str(run.device),
                 'num_threads': torch.get_num_threads(), 'pid': os.getpid()},
     })
     return record

@@ -1,4 +1,7 @@
-"""Registries of optimizers and hooks: `@register_optimizer`, `@register_hooks`, and name resolution."""
+"""Registries of optimizers and hooks: `@register_optimizer`, `@register_hooks`, and name lookup.
+
+Imports nothing from the harness at run time: `rksp.harness.resolve` turns a config's names and
+arguments into objects through these registries."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import torch
 
 from rksp.errors import ConfigError
 
-if TYPE_CHECKING:  # annotations only: the config imports this module
+if TYPE_CHECKING:  # annotations only
     from rksp.harness.config import TrainConfig
     from rksp.harness.hooks import TrainHooks
 

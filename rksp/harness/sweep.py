@@ -78,6 +78,7 @@ import pandas as pd
 from rksp.errors import ConfigError, RKSPInputError
 from rksp.harness.config import TrainConfig, config_hash
 from rksp.harness.record import atomic_write_json, flatten_record, read_record, record_to_row, to_jsonable
+from rksp.harness.resolve import validated
 
 EXECUTORS = ('local', 'dask', 'serial')
 
@@ -134,12 +135,13 @@ def _describe(d: Any, limit: int = 160) -> str:
 
 
 def validate_configs(configs: Sequence[Union[Dict[str, Any], TrainConfig]]) -> List[Tuple[str, Dict[str, Any]]]:
-    """Normalize and validate every config; return [(hash, normalized dict)] in order.
+    """Normalize and validate every config (hooks built with their arguments, the model config
+    resolved: `rksp.harness.resolve`); return [(hash, normalized dict)] in order.
     Raises ConfigError listing each invalid config (index, config, reason)."""
     out, errs = [], []
     for i, c in enumerate(configs):
         try:
-            tc = c if isinstance(c, TrainConfig) else TrainConfig.from_dict(c)
+            tc = validated(c)
             d = tc.to_dict()
             out.append((config_hash(d), d))
         except ConfigError as e:

@@ -5,7 +5,7 @@ Plain PyTorch loop (three lines)::
 
     tracker = rksp.track(model, held_out_batch, every=50, kss=rksp.KSSConfig())  # before the loop
     loss = loss + tracker.step(step)         # in the loop, after the forward pass, before backward()
-    tracker.frame(); tracker.plot()          # after: long DataFrame and the per-layer figure
+    tracker.frame(); tracker.plot("track.png")   # after: long DataFrame and the per-layer figure (saved)
 
 ``tracker.step(step)`` returns the KSS term for that step (a zero tensor off-schedule or without
 ``kss``) computed from the residual states of the forward pass just run (recorded by hooks that
@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from rksp import defaults
+from rksp.checks import is_path
 from rksp.errors import RKSPInputError
 from rksp.core.kss import KSS, KSSConfig
 from rksp.core.profiling import Profile, profile as rksp_profile
@@ -72,12 +73,23 @@ def plot_track(df: pd.DataFrame, metrics: Sequence[str] = PLOT_METRICS, *, by: s
                title: str | None = None):
     """Per-layer curves of ``metrics`` (default M≈1, M>1, ρ) against step, one panel per metric
     (like the paper's Fig. 2, for single runs). ``by``: a label column (e.g. ``"run"``) drawn
-    as line styles, layers as colours. Returns the matplotlib figure (saved to ``path`` if given)."""
+    as line styles, layers as colours. Returns the matplotlib figure (saved to ``path`` if given).
+    ``metrics`` must be a list of metric names the frame holds per layer (RKSPInputError otherwise)."""
     import matplotlib
     import matplotlib.pyplot as plt
+    if (not isinstance(metrics, (list, tuple)) or not metrics
+            or not all(isinstance(m, str) for m in metrics)):
+        raise RKSPInputError(f"metrics must be a non-empty list of metric names (e.g. {list(PLOT_METRICS)}), "
+                             f"got {metrics!r}")
+    if path is not None and not is_path(path):
+        raise RKSPInputError(f"path must be a file name (str or os.PathLike) to save the figure to, got {path!r}")
     if df.empty:
         raise RKSPInputError("nothing tracked yet: no profile was recorded")
     d = df[df["layer"] >= 0]
+    known = set(d["metric"])
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise RKSPInputError(f"unknown metric(s) {unknown}; the tracked per-layer metrics are {sorted(known)}")
     groups = [(None, d)] if by is None else list(d.groupby(by, sort=False))
     layers = sorted(d["layer"].unique())
     cmap = matplotlib.colormaps["viridis"]
@@ -225,8 +237,13 @@ class Tracker:
         """Long DataFrame ``step, layer, metric, value`` of every recorded profile (:func:`long_frame`)."""
         return long_frame(self.records, **labels)
 
-    def plot(self, metrics: Sequence[str] = PLOT_METRICS, **kw):
-        return plot_track(self.frame(), metrics, **kw)
+    def plot(self, path=None, metrics: Sequence[str] = PLOT_METRICS, **kw):
+        """Per-layer ``metrics`` against step (:func:`plot_track`); returns the figure and, as
+        :meth:`rksp.Profile.plot`, saves it to ``path`` when one is given (the first positional argument)."""
+        if path is not None and not is_path(path):
+            raise RKSPInputError(f"Tracker.plot(path=None, metrics=...): the first argument is the file to save "
+                                 f"the figure to, got {path!r}; choose the metrics with metrics=[...]")
+        return plot_track(self.frame(), metrics, path=path, **kw)
 
     def close(self) -> None:
         """Remove the KSS hooks (the records stay)."""

@@ -92,6 +92,7 @@ import torch
 from torch import nn
 
 from rksp import defaults
+from rksp.checks import is_int, is_number
 from rksp.core.kss import KSS, KSSConfig
 from rksp.core.snapshots import find_blocks
 from rksp.errors import ConfigError, RKSPInputError
@@ -107,29 +108,21 @@ GENERIC_LAMBDA = 0.15          # (ours) Table 6 generic regularizers: lam = KSS'
 _KSS_FIELDS = tuple(f.name for f in dc_fields(KSSConfig))
 
 
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _check_lam(name: str, lam) -> float:
-    if not _is_num(lam) or lam < 0:
+    if not is_number(lam, finite=True) or lam < 0:
         raise ConfigError(f"{name}: lam must be a finite number >= 0, got {lam!r}")
     return float(lam)
 
 
 def _check_schedule(name: str, every, layer_fraction) -> None:
-    if not _is_int(every) or every < 1:
+    if not is_int(every) or every < 1:
         raise ConfigError(f"{name}: every must be an integer >= 1 (apply every k steps), got {every!r}")
-    if not _is_num(layer_fraction) or not 0.0 < layer_fraction <= 1.0:
+    if not is_number(layer_fraction, finite=True) or not 0.0 < layer_fraction <= 1.0:
         raise ConfigError(f"{name}: layer_fraction must be in (0, 1], got {layer_fraction!r}")
 
 
 def _check_seed(name: str, seed) -> None:
-    if seed is not None and not _is_int(seed):
+    if seed is not None and not is_int(seed):
         raise ConfigError(f"{name}: seed must be None (derived from the run seed) or an integer, got {seed!r}")
 
 
@@ -137,7 +130,7 @@ def _model_width(model: nn.Module) -> Optional[int]:
     conf = getattr(model, 'config', None)
     for attr in ('d_model', 'hidden_size', 'n_embd', 'embed_dim'):
         v = getattr(conf, attr, None)
-        if _is_int(v):
+        if is_int(v):
             return v
     return None
 
@@ -259,7 +252,7 @@ class SpectralNormHooks(TrainHooks):
     name = 'spectral_norm'
 
     def __init__(self, n_power_iterations: int = 1):
-        if not _is_int(n_power_iterations) or n_power_iterations < 1:
+        if not is_int(n_power_iterations) or n_power_iterations < 1:
             raise ConfigError(f"spectral_norm: n_power_iterations must be an integer >= 1, "
                               f"got {n_power_iterations!r}")
         self.n_power_iterations = n_power_iterations
@@ -291,7 +284,7 @@ class WeightNormHooks(TrainHooks):
     name = 'weight_norm'
 
     def __init__(self, dim: int = 0):
-        if not _is_int(dim):
+        if not is_int(dim):
             raise ConfigError(f"weight_norm: dim must be an integer, got {dim!r}")
         self.dim = dim
         self.layers: List[str] = []
@@ -477,7 +470,7 @@ class JacobianPenaltyHooks(_Scheduled):
                  layer_fraction: float = defaults.KSS_LAYER_FRACTION, n_probes: int = 1,
                  seed: Optional[int] = None):
         super().__init__(lam, every, layer_fraction, seed)
-        if not _is_int(n_probes) or n_probes < 1:
+        if not is_int(n_probes) or n_probes < 1:
             raise ConfigError(f"jacobian_penalty: n_probes must be an integer >= 1, got {n_probes!r}")
         self.n_probes = n_probes
 
