@@ -1,4 +1,5 @@
-"""The named method rows of the paper's tables: row name -> config overrides (Tables 3, 4, 6, 13, 14)."""
+"""The named method rows of the paper's tables: row name -> config overrides (Tables 3, 4, 6, 13, 14),
+and two rows that are not the paper's (TABLES['practice']: QK-LayerNorm, z-loss)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from rksp import defaults
 from rksp.errors import ConfigError
 from rksp.harness.config import TrainConfig
 from rksp.harness.registry import resolve_hooks
-from rksp.methods.stabilizers import GENERIC_LAMBDA, GRAD_PENALTY_LAMBDA
+from rksp.methods.stabilizers import GENERIC_LAMBDA, GRAD_PENALTY_LAMBDA, Z_LOSS_COEFF
 
 KSS_ALPHA_SWEEP = (0.01, 0.05, 0.10, 0.15, 0.20)   # (paper) alpha sweep
 
@@ -94,6 +95,9 @@ _METHOD_SPECS: List[tuple] = [
     ('Activation variance reg.', _hook('activation_variance', lam=GENERIC_LAMBDA)),
     ('KSS unstable only', _kss(defaults.KSS_ALPHA, near_unit=False)),
     ('KSS near-unit only', _kss(defaults.KSS_ALPHA, unstable=False)),
+    # not the paper's: two stabilizers practitioners use (issue 21), TABLES['practice'] only
+    ('QK-LayerNorm', {'model_cfg': {'qk_norm': True}}),        # GPT only (rksp.models.gpt)
+    ('z-loss 1e-4', _hook('z_loss', coeff=Z_LOSS_COEFF)),
 ]
 
 
@@ -154,6 +158,8 @@ TABLES: Dict[str, List[str]] = {
     'table13': ['No control', 'μP', 'μP + higher LR', 'KSS α=0.15', 'μP + KSS'],
     'table14': ['No control', 'Grad clip 1.0', 'LAMB', 'LAMB + warmup', 'Lion', 'KSS α=0.15', 'LAMB + KSS'],
     'alpha_sweep': [_alpha_name(a) for a in KSS_ALPHA_SWEEP],
+    # not a paper table: the reference and the two rows practitioners use (issue 21)
+    'practice': ['No control', 'QK-LayerNorm', 'z-loss 1e-4'],
 }
 
 

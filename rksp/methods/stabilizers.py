@@ -62,6 +62,10 @@ Hooks (name -> class; keyword arguments in brackets, defaults from `rksp.default
                        ("distribution control"); the alternative "variance -> 1" is not used because
                        the GPT's embeddings have variance ~ 1e-3 (init std 0.02) and it would first
                        inflate every layer.
+  z_loss               ZLossHooks [coeff=1e-4, positions='loss', log_every=10]. Not a paper row
+                       (rows.TABLES['practice']): PaLM's z-loss coeff * mean(logsumexp(logits)^2) on
+                       the logits the task loss reads, every step (`z_loss`). Its companion row
+                       'QK-LayerNorm' is a model option (`GPTConfig.qk_norm`), not a hook.
 
 Choices (README "Choices beyond the paper"): the Table 6 generic regularizers run on KSS's
 schedule (every 10 steps, a fresh random half of the layers, the current training batch),
@@ -514,3 +518,74 @@ class ActivationVarianceHooks(_Scheduled):
         log_v0 = torch.log(self.layer_variance(hs[0].detach()) + self.EPS)
         return torch.stack([(torch.log(self.layer_variance(hs[i]) + self.EPS) - log_v0).square()
                             for i in layers]).mean()
+
+
+# --- stabilizers practitioners use (not rows of the paper's tables; rows.TABLES['practice']) ---------
+Z_LOSS_COEFF = 1e-4            # PaLM (Chowdhery et al. 2022, Sec. 5 "Training instability"): 1e-4
+
+# the logits each task's loss reads (rksp.harness.loop's loss functions): recall the last position,
+# the LMs every position but the last (next-token targets), images the (B, C) class logits
+_LOSS_POSITIONS = {'recall': 'last', 'synthetic_lm': 'lm', 'wikitext103': 'lm', 'cifar10': 'all'}
+
+
+def loss_logits(logits: torch.Tensor, positions: str = 'all') -> torch.Tensor:
+    """The rows of `logits` (..., V) a softmax cross-entropy reads, as (N, V): 'last' = logits[:, -1],
+    'lm' = logits[:, :-1] (next-token targets), 'all' = every position."""
+    if positions == 'last' and logits.dim() == 3:
+        logits = logits[:, -1, :]
+    elif positions == 'lm' and logits.dim() == 3:
+        logits = logits[:, :-1, :]
+    return logits.reshape(-1, logits.shape[-1])
+
+
+def z_loss(logits: torch.Tensor, coeff: float = Z_LOSS_COEFF, positions: str = 'all') -> torch.Tensor:
+    """PaLM's auxiliary z-loss: coeff * mean over the rows (`loss_logits`) of log(Z)^2, with
+    log Z = logsumexp over the vocabulary (in float32). It pulls log Z toward 0 and keeps the
+    softmax normalizer from drifting; it does not change the task loss's minimizers."""
+    lse = torch.logsumexp(loss_logits(logits, positions).float(), dim=-1)
+    return coeff * lse.square().mean()
+
+
+@register_hooks('z_loss')
+class ZLossHooks(TrainHooks):
+    """z-loss on the output logits (PaLM): `extra_loss` = coeff * mean(logsumexp(logits)^2) every step,
+    over the logits the task loss reads (`positions='loss'`: chosen from the run's task at `on_start`;
+    or 'all' / 'last' / 'lm'). As every extra loss with div_grad='task', the divergence label reads
+    the task gradient alone. `record['extras']['z_loss']`: coeff, positions, n_applications,
+    z_sq_mean / z_sq_last (the unweighted mean log Z^2 over the logged steps, step 1 and every
+    `log_every`-th) and that curve."""
+
+    name = 'z_loss'
+    POSITIONS = ('loss', 'all', 'last', 'lm')
+
+    def __init__(self, coeff: float = Z_LOSS_COEFF, positions: str = 'loss', log_every: int = 10):
+        self.coeff = _check_lam('z_loss', coeff)
+        if positions not in self.POSITIONS:
+            raise ConfigError(f"z_loss: positions must be one of {self.POSITIONS}, got {positions!r}")
+        if not is_int(log_every) or log_every < 1:
+            raise ConfigError(f"z_loss: log_every must be an integer >= 1, got {log_every!r}")
+        self.positions, self.log_every = positions, int(log_every)
+        self.resolved = 'all' if positions == 'loss' else positions
+        self.n_applications = 0
+        self._steps: List[int] = []
+        self._values: List[torch.Tensor] = []
+
+    def on_start(self, model, optimizer, cfg, ctx):
+        if self.positions == 'loss':
+            self.resolved = _LOSS_POSITIONS.get(cfg.task, 'all')
+
+    def extra_loss(self, model, batch, outputs: StepOutputs, step):
+        z_sq = z_loss(outputs.logits, 1.0, self.resolved)
+        self.n_applications += 1
+        if step == 1 or step % self.log_every == 0:
+            self._steps.append(int(step))
+            self._values.append(z_sq.detach().reshape(()))
+        return (self.coeff * z_sq).to(outputs.loss.dtype)
+
+    def on_end(self, record, model):
+        vals = torch.stack(self._values).float().cpu().tolist() if self._values else []
+        fin = [v for v in vals if math.isfinite(v)]
+        record['extras'][self.name] = {
+            'coeff': self.coeff, 'positions': self.resolved, 'n_applications': self.n_applications,
+            'z_sq_mean': sum(fin) / len(fin) if fin else None, 'z_sq_last': vals[-1] if vals else None,
+            'curve': {'step': self._steps, 'z_sq': vals}}

@@ -35,6 +35,16 @@ Init (`GPTConfig.init`, rksp/defaults.py INIT / INIT_STD; the paper states none,
   'torch'   PyTorch's module defaults (Linear: kaiming-uniform(a=sqrt 5) weights and uniform
             biases; Embedding: normal(0, 1)); init_std is not used.
 
+QK-LayerNorm (`GPTConfig.qk_norm`, default False; not one of the paper's models, a stabilizer
+practitioners use: Dehghani et al. 2023 "Scaling Vision Transformers to 22B Parameters", Wortsman
+et al. 2023 "Small-scale proxies for large-scale Transformer training instabilities"): a LayerNorm
+over d_head (one per attention layer for q, one for k, shared by the heads; gain 1, bias 0 at
+init) applied to every head's queries and keys before q k^T / sqrt(d_head). While the gains are 1 and
+the biases 0, ||q||, ||k|| <= sqrt(d_head) (= sqrt(d_head var / (var + eps)): about half of that for the
+tiny init-scale queries, whose variance is near eps), so every attention logit is bounded by
+sqrt(d_head); the learned gains can grow it. With qk_norm=False no module is built: parameters, state dict,
+initialization stream and forward are those of a model without the option.
+
 References. DeepNorm: Wang et al. 2022, "DeepNet: Scaling Transformers to 1,000
 Layers" (arXiv 2203.00555): alpha = (2N)^(1/4), beta = (8N)^(-1/4) for a
 decoder-only stack of N layers. SubLN: Wang et al. 2022, "Foundation Transformers"
@@ -114,6 +124,7 @@ class GPTConfig:
     init: str = defaults.INIT      # one of INITS (module docstring)
     init_std: float = defaults.INIT_STD
     n_classes: Optional[int] = None  # classifier head of n_classes logits instead of vocab_size
+    qk_norm: bool = False          # QK-LayerNorm: LayerNorm(d_head) on q and k before the dot product
 
     def __post_init__(self):
         validate_norm(self.norm, ALL_NORMS)
@@ -130,6 +141,8 @@ class GPTConfig:
             raise ValueError(f"mlp_ratio must be positive (hidden = int(mlp_ratio*d_model) >= 1), got {self.mlp_ratio!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.qk_norm, bool):
+            raise ValueError(f"qk_norm must be true or false, got {self.qk_norm!r}")
 
     @property
     def d_hidden(self) -> int:
@@ -162,16 +175,30 @@ class CausalSelfAttention(nn.Module):
         d = cfg.d_model
         self.n_head = cfg.n_head
         self.c_attn = nn.Linear(d, 3 * d, bias=cfg.bias)   # fused q, k, v (rows in that order)
+        # QK-LayerNorm (module docstring): only built when asked, so a default model is unchanged
+        self.qk_norm = bool(getattr(cfg, 'qk_norm', False))
+        if self.qk_norm:
+            self.q_norm = make_norm('ln', d // cfg.n_head, cfg.bias)
+            self.k_norm = make_norm('ln', d // cfg.n_head, cfg.bias)
         # SubLN (Magneto): LayerNorm on the attention output, before the output projection
         self.ln_inner = make_norm('ln' if inner_norm else 'none', d, cfg.bias)
         self.c_proj = nn.Linear(d, d, bias=cfg.bias)        # residual output projection
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def qkv(self, x: torch.Tensor):
+        """q, k, v of the input x (B, T, d) per head, each (B, n_head, T, d_head); q and k after the
+        QK-LayerNorm when `qk_norm`. The attention logits are q k^T / sqrt(d_head)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x)
         y = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
