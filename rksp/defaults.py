@@ -1,8 +1,8 @@
 """Every numeric default of RKSP/KSS in one place.
 
 Values the paper states are marked (paper); values it leaves open are our
-choices, marked (ours) and explained in README "Choices beyond the paper"
-(and ../shared/paper/NOTES.md). Change one only with a reason recorded there.
+choices, marked (ours) and explained in docs/choices.md ("Choices beyond the paper";
+the paper is arXiv 2602.22988). Change one only with a reason recorded there.
 """
 
 # --- whitening / DMD (Eqs. 7-9) -------------------------------------------
@@ -25,8 +25,12 @@ ZERO_UPDATE_RTOL = 1e-6    # ||Y~ - X~||_F <= rtol * ||X~||_F  -> flag "zero_upd
 
 # --- Kreiss constant (ours: paper defines it, never reports it) ---------------
 KREISS_SCALE_BY_RADIUS = True   # K(A / max(rho, 1)): transient growth apart from the radius
-KREISS_POWER_ITERS = 12         # power iterations per resolvent-norm evaluation
-KREISS_REFINE_ROUNDS = 6        # pattern-search refinement rounds around the best points
+KREISS_POWER_ITERS = 8          # Lanczos steps of the final resolvent-norm evaluation at the best points
+KREISS_REFINE_ROUNDS = 8        # pattern-search refinement rounds around the best points
+KREISS_COARSE_STEPS = 3         # Lanczos steps per coarse candidate z (random start; ranks the candidates)
+KREISS_REFINE_STEPS = 3         # Lanczos steps per pattern-search point (warm-started from its parent)
+KREISS_SCHUR_TOL = 1e-10        # Schur form from the eigenvectors if its backward error ||B - U T U^*||_F / ||B||_F
+                                # is below this, else LAPACK's Schur decomposition (docs/kreiss.md)
 
 # --- profiling speed (ours) ---------------------------------------------------
 PROFILE_WORKERS = None     # layers profiled concurrently on CPU, each single-threaded (None: torch threads)
@@ -95,3 +99,16 @@ ECE_BINS = 10               # (ours)
 SEEDS = (42, 123, 456)      # (paper)
 LR_GRID = (1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 5e-3, 8e-3, 1e-2)  # (ours)
 MAX_LR_DIVERGENCE = 0.20    # (paper) "stable" = < 20% of trials diverged
+
+# --- LM corpus: the offline stand-in for WikiText-103 (Table 8; ours, docs/lm-corpus.md) ---------
+LM_STANDIN_CORPUS = 'news-articles'  # (ours) real English news prose fetched by `make fetch-corpus`; used where a plan
+                                     # names it (data_kwargs name) or with $RKSP_LM_STANDIN=auto / news-articles; the
+                                     # WikiText-103 fallback's default stays pydoc-topics (no cache-dependent data)
+LM_CORPUS_VOCAB = 8192     # (ours) size of the one byte-level BPE trained offline on the stand-in's training documents
+                           # (no stated paper value for WikiText-103; GPT-2's 50257 would leave most merges unseen
+                           # in ~3M tokens). A run's `vocab_size` overrides it
+LM_CORPUS_VAL_FRACTION = 0.10  # (ours) share of documents held out for validation (WikiText-2's valid/train ~ 0.10)
+LM_CORPUS_SPLIT_SEED = 0   # (ours) fixed seed of the train/validation split by document: the same validation
+                           # documents for every run, whatever the run's own seed
+UNIGRAM_SMOOTHING = 'add-one'  # (ours) unigram perplexity reported beside every perplexity: add-one (Laplace)
+                               # counts of the training tokens over the full vocabulary, so it is always finite

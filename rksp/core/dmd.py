@@ -61,7 +61,11 @@ def check_pair(X: Tensor, Y: Tensor) -> None:
         raise RKSPInputError(f"need at least N = 2 snapshots (columns), got N = {X.shape[-1]}")
     if X.shape[-2] < 1:
         raise RKSPInputError("snapshot dimension d must be >= 1")
-    if not (torch.isfinite(X).all() and torch.isfinite(Y).all()):
+    # one pass per matrix: min and max propagate NaN, and +-Inf shows in them
+    lo_x, hi_x = torch.aminmax(X.detach())
+    lo_y, hi_y = torch.aminmax(Y.detach())
+    ext = torch.stack([lo_x, hi_x, lo_y, hi_y])
+    if not bool(torch.isfinite(ext).all()):
         raise RKSPInputError("snapshots contain NaN or Inf")
     # Covariance entries are sums of N products of centred values (|x - mean| <= 2 max|x|), so
     # max|x| <= sqrt(fmax / (4 N d)) keeps every covariance and its d-term products finite. Larger
@@ -69,7 +73,7 @@ def check_pair(X: Tensor, Y: Tensor) -> None:
     # invariant to one global scale of X and Y, but kappa(V), eta_nl and ResDMD depend on it
     # through the ridge eps.
     limit = math.sqrt(torch.finfo(X.dtype).max / (4.0 * X.shape[-1] * max(X.shape[-2], 1)))
-    big = float(torch.maximum(X.detach().abs().amax(), Y.detach().abs().amax()))
+    big = float(ext.abs().max())
     if big > limit:
         raise RKSPInputError(f"snapshot values too large (max |x| = {big:.3g} > {limit:.3g}): their "
                              f"{X.dtype} covariance would overflow; divide them by one global factor (the masses do "
@@ -126,9 +130,9 @@ def _whiten_stats(X: Tensor, Y: Tensor, eps: float):
     n1 = X.shape[-1] - 1
     Xc = X - X.mean(-1, keepdim=True)
     Dc = (Y - Y.mean(-1, keepdim=True)) - Xc          # centred update, Y~ - X~ before W
-    Sxx = (Xc @ Xc.transpose(-1, -2)) / n1
-    Sdx = (Dc @ Xc.transpose(-1, -2)) / n1
-    Sdd = (Dc @ Dc.transpose(-1, -2)) / n1
+    Sxx = (Xc @ Xc.transpose(-1, -2)).div_(n1)
+    Sdx = (Dc @ Xc.transpose(-1, -2)).div_(n1)
+    Sdd = (Dc @ Dc.transpose(-1, -2)).div_(n1)
     sigma, Q = torch.linalg.eigh(Sxx)
     sigma = sigma.clamp_min(0.0)
     d, N = X.shape[-2], X.shape[-1]
@@ -162,9 +166,10 @@ def whitened_dmd(X, Y, eps: float = defaults.WHITEN_EPS, *, vectors: bool = True
     w = torch.where(keep | (s > 0), s.rsqrt(), torch.zeros_like(s))   # W = Q diag(w) Q^T
     Qt = Q.transpose(-1, -2)
     # whitened covariances in the rotated basis: W S W -> diag(w) Q^T S Q diag(w)
-    Sdx_q = w.unsqueeze(-1) * (Qt @ Sdx @ Q) * w.unsqueeze(-2)
-    Gdd_q = w.unsqueeze(-1) * (Qt @ Sdd @ Q) * w.unsqueeze(-2)
-    M_q = Sdx_q + torch.diag_embed(g)                  # Y~X~^T/(N-1) = (D~ + X~) X~^T/(N-1)
+    # (in-place products and sums: the same arithmetic, fewer d x d temporaries)
+    M_q = (Qt @ Sdx @ Q).mul_(w.unsqueeze(-1)).mul_(w.unsqueeze(-2))
+    Gdd_q = (Qt @ Sdd @ Q).mul_(w.unsqueeze(-1)).mul_(w.unsqueeze(-2))
+    M_q.diagonal(dim1=-2, dim2=-1).add_(g)             # Y~X~^T/(N-1) = (D~ + X~) X~^T/(N-1)
     A_q = M_q * ginv.unsqueeze(-2)                     # A = M G^+ (G diagonal in this basis)
     if vectors:
         lam, V = torch.linalg.eig(A_q)

@@ -131,7 +131,7 @@ def layer_metrics(X, Y, *, eps: float = defaults.WHITEN_EPS, tau: float = defaul
     if not bool(kept.any()):
         flags.append("none_kept")
     if kreiss:
-        out["kreiss"] = kreiss_constant(lam, V, Vinv, A=None if not defective else dmd.A_q)
+        out["kreiss"] = kreiss_constant(lam, V, Vinv, A=dmd.A_q)     # Schur form of A_q (Eq. 29)
     else:
         out["kreiss"] = float("nan")
     out["flags"] = ";".join(flags)

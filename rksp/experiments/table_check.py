@@ -9,9 +9,16 @@ check and its own reason (``CLASSES``):
 * ``init``     spectral numbers at initialization (a forward pass, no training): they agree across
                kernel sets to ~5e-5 relative (kappa amplifies float32 differences the most;
                ``tests/test_kernel_sets.py``), so |Δ| <= 1e-4 + 1e-3 |ref|.
-* ``kappa``    kappa(V) at initialization: an ill-conditioned number itself (an eigenvector moves by
-               about kappa x the perturbation), measured to drift 0.4% at kappa ~ 5e4 between
-               machines (MiniLM, pydoc): |Δ| <= 2% of the row's kappa (kappa_std too).
+* ``kappa``    kappa(V) at initialization, compared on a log scale: |Δ log10 kappa| <= 0.05 (a factor
+               1.12); kappa_std within (10^0.05 - 1) x the row's kappa. Why (``KAPPA_LOG10_ATOL``):
+               kappa is ill-conditioned itself. A relative perturbation e of the operator moves a
+               unit eigenvector by up to ~kappa e and kappa by about as much relatively; the float32
+               hidden states of two kernel sets differ by e ~ 1e-7..1e-6, so kappa ~ 5e4 may move
+               0.5-5%. Rows with fewer distinct token states than d (rank-deficient covariance, e.g.
+               the MiniLM prompt rows: 156 states, d = 384) are worse: the null-space eigenvectors of
+               the zero eigenvalue are whatever the rounding picks. Measured: 0.4% (MiniLM, pydoc) and
+               2.5% (MiniLM prompts, 48,066 vs 46,854 under ATEN_CPU_CAPABILITY=default). A change
+               that means something (a factor 2 is 0.30 in log10, 10x is 1.0) still fails.
 * ``resdmd``   ResDMD fractions at init: a mode whose residual lies within float error of tau = 0.1
                changes side (measured: 1 of 32-64 modes on 4 of 72 smoke runs), so |Δ| <= 0.05.
 * ``count``    outcomes counted over a row's runs (diverged, positives, events, converged):
@@ -41,7 +48,7 @@ import pandas as pd
 FLIP_RATE_BOUND = 0.16
 FLIP_QUANTILE = 0.999
 INIT_ATOL, INIT_RTOL = 1e-4, 1e-3
-KAPPA_RTOL = 0.02
+KAPPA_LOG10_ATOL = 0.05    # kappa: |log10 fresh - log10 committed| (the argument in the docstring)
 RESDMD_ATOL = 0.05
 
 # (class, pattern on the column name); first match wins; per-table overrides below
@@ -187,10 +194,16 @@ def compare_tables(ref: pd.DataFrame, new: pd.DataFrame, name: str = '') -> List
         if cls == 'exact':
             far = ~_same_nan(a, b) | (d > 1e-9 * np.maximum(1, np.abs(a)))
             why = 'must be equal'
-        elif cls == 'kappa':
+        elif cls == 'kappa' and c in ('kappa', 'kappa_mean'):
+            with np.errstate(divide='ignore', invalid='ignore'):
+                dl = np.abs(np.log10(np.abs(a)) - np.log10(np.abs(b)))
+            far = ~_same_nan(a, b) | ~(np.isfinite(dl) | (a == b)) | (dl > KAPPA_LOG10_ATOL)
+            why = f'kappa: allowed |delta log10 kappa| <= {KAPPA_LOG10_ATOL}'
+        elif cls == 'kappa':                       # a spread of kappa: relative to the row's kappa
             scale = np.abs(_num(ref['kappa'])) if 'kappa' in ref.columns else np.abs(a)
-            far = ~_same_nan(a, b) | (d > KAPPA_RTOL * np.maximum(scale, np.abs(a)) + INIT_ATOL)
-            why = f'kappa: allowed {KAPPA_RTOL} x the row\'s kappa'
+            rtol = 10 ** KAPPA_LOG10_ATOL - 1
+            far = ~_same_nan(a, b) | (d > rtol * np.maximum(scale, np.abs(a)) + INIT_ATOL)
+            why = f'kappa spread: allowed {rtol:.3f} x the row\'s kappa'
         elif cls == 'resdmd':
             far = ~_same_nan(a, b) | (d > RESDMD_ATOL)
             why = f'ResDMD fraction: allowed {RESDMD_ATOL}'
