@@ -178,10 +178,26 @@ def test_survival_curve_kaplan_meier_with_censoring():
     # total label: run 2 stopped by the task label at 5 with no total event -> censored at 5
     df = _runs({'A': [(None, 10), (5, None), (None, 20), (None, None)]}, steps=30)
     s = MT.survival_curve(df, label='total')
-    assert list(s['step']) == [0, 10, 20, 30]
-    assert list(s['frac_surviving']) == pytest.approx([1.0, 1 - 1 / 3, (2 / 3) * (1 - 1 / 2), 1 / 3])
+    assert list(s['step']) == [0, 5, 10, 20, 30]                  # a row at the censoring step too
+    assert list(s['frac_surviving']) == pytest.approx([1.0, 1.0, 1 - 1 / 3, (2 / 3) * (1 - 1 / 2), 1 / 3])
+    assert list(s['n_censored']) == [0, 1, 0, 0, 1]
+    assert (s['ci_lo'] <= s['frac_surviving']).all() and (s['frac_surviving'] <= s['ci_hi']).all()
     s = MT.survival_curve(df, label='task', groups=['A', 'missing'])
     assert list(s['frac_surviving']) == pytest.approx([1.0, 0.75, 0.75])
+
+
+def test_time_to_divergence_reports_a_delay_as_a_delay():
+    # every KSS run diverges, each 50 steps after its paired No-control run: same rate, later divergence
+    none = [(10 * i + 20, 10 * i + 20) for i in range(8)]
+    kss = [(10 * i + 70, 10 * i + 70) for i in range(8)]
+    df = _runs({'No control': none, 'KSS α=0.15': kss}, steps=200)
+    df['seed'] = list(range(8)) * 2
+    t = MT.time_to_divergence(df, ['No control', 'KSS α=0.15']).set_index('method')
+    assert t.loc['No control', 'n_events'] == t.loc['KSS α=0.15', 'n_events'] == 8    # the rate: unchanged
+    assert t.loc['KSS α=0.15', 'median_step'] > t.loc['No control', 'median_step']
+    k = t.loc['KSS α=0.15']
+    assert k['hr'] < 1 and k['n_later'] == 8 and k['paired_p'] == pytest.approx(2 / 2 ** 8)
+    assert MT.time_to_divergence(df, ['KSS α=0.15'], reference='missing').empty
 
 
 # ------------------------------------------------------------------ best LR, overhead

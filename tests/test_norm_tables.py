@@ -112,7 +112,16 @@ def test_table2_values_timing_paper_and_horizon_note():
     assert t.loc['M≈1 at init', 'auroc'] == pytest.approx(auroc(pool['m_near_unit'], pool['diverged']))
     assert t.loc['M≈1 at init', 'timing'] == 'init (before training)'
     assert t.loc['M≈1 at init', 'paper_auroc'] == P.TABLE2['M≈1 at init'][0]
-    assert 'before their divergence' in t.loc['Gradient norm at step 100', 'note']
+    # a baseline is read at its step only for runs that trained to it: runs that diverged before step 100
+    # are left out (their value would be read just before the divergence and see the label), and counted
+    note = t.loc['Gradient norm at step 100', 'note']
+    assert 'read at step 100' in note and 'run(s) that stopped before step 100 excluded' in note
+    early = pool['steps_done'] < 100
+    assert early.any() and pool.loc[early, 'grad_norm_step100'].isna().all()
+    assert pool.loc[~early, 'grad_norm_step100'].notna().all()
+    # the bootstrap resamples inits, not runs (runs of one init share its profile)
+    assert t.loc['M≈1 at init', 'n'] == len(pool) and pool['init_id'].nunique() < len(pool)
+    assert 0 <= t.loc['M≈1 at init', 'p'] <= 1
     assert t.loc['Initial gradient norm', 'lo'] <= t.loc['Initial gradient norm', 'auroc']
 
 

@@ -131,7 +131,7 @@ def _runs(n=120, seed=0):
 def test_predictor_table_shape_and_values():
     df = _runs()
     t = PS.predictor_table(df, {"M≈1": "m_near_unit", "-rho": lambda d: -d["rho"]}, n_boot=200)
-    assert list(t.columns) == ["predictor", "auroc", "lo", "hi", "n", "n_pos", "n_neg", "note"]
+    assert list(t.columns) == ["predictor", "auroc", "lo", "hi", "p", "n", "n_pos", "n_neg", "note"]
     assert list(t["predictor"]) == ["M≈1", "-rho"]
     assert t.loc[0, "auroc"] == pytest.approx(roc_auc_score(df["diverged"], df["m_near_unit"]))
     assert t.loc[1, "auroc"] == pytest.approx(roc_auc_score(df["diverged"], -df["rho"]))

@@ -61,6 +61,10 @@ KSS_PATHS: Dict[str, Dict[str, Any]] = {
 # available by name (kss_path_configs(profile, paths=[...]))
 SMALL_KSS_PATHS = (DEFAULT_KSS_PATH, 'whitened (old order)', 'whitened, W differentiated', 'pod, bound 1x task grad')
 
+# the init docs/regime.md chose for the `small` GPTs (the d·σ² proxy of d=256 at σ=0.02): every GPT of the
+# small profile uses it, in the recall tables and in Tables 7 and 11 (issue 20: those used the GPT-2 init)
+SMALL_GPT_INIT = dict(init='normal', init_std=0.04)
+
 _RECALL_COMMON = dict(task='recall', model='gpt', optimizer='adamw', schedule='constant', profile_at_end=True)
 
 PLANS: Dict[str, Dict[str, Any]] = {
@@ -75,7 +79,7 @@ PLANS: Dict[str, Dict[str, Any]] = {
     # but the runs that do not diverge do not learn in 200 steps). Before: d=64, L=2, GPT-2 init,
     # 20 warmup steps (docs/small-regime.md)
     'small': dict(
-        recall=dict(model_cfg=dict(d_model=64, n_layer=4, n_head=4, init='normal', init_std=0.04), steps=200,
+        recall=dict(model_cfg=dict(d_model=64, n_layer=4, n_head=4, **SMALL_GPT_INIT), steps=200,
                     warmup_steps=50, batch_size=32, n_train=8192, n_val=512, profile_n_snapshots=2048),
         band_lrs=(0.005, 0.007, 0.01), main_trials=8, other_trials=2,
         norm_lrs=(1e-3, 3e-3, 1e-2, 3e-2), norm_trials=6, maxlr_norms=('pre_ln', 'rmsnorm', 'none'),
@@ -240,7 +244,8 @@ LM_PLANS: Dict[str, Dict[str, Any]] = {
     # reach the divergence label at any LR up to 0.1 (probed), and No-Norm diverges between 0.02 and 0.025.
     'small': dict(
         common=dict(schedule='constant', steps=100, warmup_steps=15, batch_size=16, profile_n_snapshots=1024),
-        table7=dict(task='synthetic_lm', norm='none', sizes={'d=64, L=2': dict(d_model=64, n_layer=2, n_head=4)},
+        table7=dict(task='synthetic_lm', norm='none',
+                    sizes={'d=64, L=2': dict(d_model=64, n_layer=2, n_head=4, **SMALL_GPT_INIT)},
                     lrs=(0.02, 0.025), trials=6,
                     cfg=dict(lm_mode='mixed', seq_len=64, vocab_size=1000, n_train=2048, n_val=256)),
         table8=dict(task='wikitext103', norm='pre_ln', sizes={'d=64, L=2': dict(d_model=64, n_layer=2, n_head=4)},
@@ -348,17 +353,19 @@ ARCHITECTURES = {
 }
 
 
-def architecture_configs(sizes: dict, common: dict, seeds, *, names=None, lm_task: dict | None = None) -> list[dict]:
+def architecture_configs(sizes: dict, common: dict, seeds, *, names=None, lm_task: dict | None = None,
+                         gpt_init: dict | None = None) -> list[dict]:
     """TrainConfig dicts for each architecture x seed.
 
     ``sizes``: model_cfg fields shared by all (e.g. ``{"d_model": 64, "n_layer": 4, "n_head": 4}``;
     ``n_head`` is dropped for Mamba); ``common``: TrainConfig fields (lr, steps, batch_size, ...);
-    ``lm_task``: task fields for the synthetic-LM rows (seq_len, vocab_size, n_train, n_val).
+    ``lm_task``: task fields for the synthetic-LM rows (seq_len, vocab_size, n_train, n_val);
+    ``gpt_init``: model_cfg fields of the GPT rows' init (e.g. :data:`SMALL_GPT_INIT`).
     """
     out = []
     for name in names or ARCHITECTURES:
         spec = ARCHITECTURES[name]
-        mc = {**sizes, **spec["model_cfg"]}
+        mc = {**sizes, **spec["model_cfg"], **(gpt_init if spec["model"] == "gpt" and gpt_init else {})}
         if spec["model"] == "mamba":
             mc.pop("n_head", None)
         for seed in seeds:
@@ -398,10 +405,11 @@ APPENDIX_ROWS = {
 }
 
 
-def _row_config(spec: dict, sizes: dict, common: dict, seed, lm_task: dict | None) -> dict:
+def _row_config(spec: dict, sizes: dict, common: dict, seed, lm_task: dict | None,
+                gpt_init: dict | None = None) -> dict:
     """The TrainConfig dict of one row x seed; built exactly as :func:`architecture_configs` builds
     its synthetic-LM rows, so a row that coincides with a Table 11 architecture has the same hash."""
-    mc = {**sizes, **spec["model_cfg"]}
+    mc = {**sizes, **spec["model_cfg"], **(gpt_init if spec["model"] == "gpt" and gpt_init else {})}
     if "d_scale" in spec:
         mc["d_model"] = int(round(sizes["d_model"] * spec["d_scale"]))
     if spec["model"] == "mamba":
@@ -417,7 +425,8 @@ def _row_config(spec: dict, sizes: dict, common: dict, seed, lm_task: dict | Non
 
 
 def appendix_configs(table: str, sizes: dict, common: dict, seeds, *, lm_task: dict | None = None,
-                     table11_seeds=None, row_seeds: dict | None = None, rows=None) -> list[tuple[dict, dict]]:
+                     table11_seeds=None, row_seeds: dict | None = None, rows=None,
+                     gpt_init: dict | None = None) -> list[tuple[dict, dict]]:
     """[(labels, TrainConfig dict)] of paper App. I Table 16 / 17 / 18 (``table`` = 'table16' | ...).
 
     ``sizes`` / ``common`` / ``lm_task`` as for :func:`architecture_configs`; ``seeds`` per row.
@@ -434,7 +443,7 @@ def appendix_configs(table: str, sizes: dict, common: dict, seeds, *, lm_task: d
         these = table11_seeds if (spec.get("table11") and table11_seeds is not None) else seeds
         these = (row_seeds or {}).get(name, these)
         for seed in these:
-            out.append(({"table": table, "row": name}, _row_config(spec, sizes, common, seed, lm_task)))
+            out.append(({"table": table, "row": name}, _row_config(spec, sizes, common, seed, lm_task, gpt_init)))
     return out
 
 
@@ -450,7 +459,7 @@ ARCHITECTURE_PLANS: Dict[str, Dict[str, Any]] = {
                   common={'lr': 3e-3, 'steps': 50, 'warmup_steps': 20, 'batch_size': 32, 'n_train': 4096,
                           'n_val': 512, 'profile_n_snapshots': 2048, 'profile_at_end': True},
                   lm={'seq_len': 64, 'vocab_size': 1000}, appendix_seeds=1,
-                  appendix_row_seeds={'Transformer, Pre-LN, comparable': 3}),
+                  appendix_row_seeds={'Transformer, Pre-LN, comparable': 3}, gpt_init=SMALL_GPT_INIT),
     'paper': dict(sizes={'d_model': 256, 'n_layer': 6, 'n_head': 8}, seeds=[*defaults.SEEDS, *range(1000, 1021)],
                   common={'lr': 1e-3, 'epochs': 5, 'warmup_steps': 100, 'batch_size': 32, 'n_train': 20_000,
                           'n_val': 2_000, 'profile_n_snapshots': 2048, 'profile_at_end': True},
@@ -465,10 +474,10 @@ def architecture_run_configs(profile: str) -> List[Tuple[Dict[str, Any], Dict[st
     if profile not in ARCHITECTURE_PLANS:
         raise ValueError(f"unknown profile {profile!r} (valid: {', '.join(ARCHITECTURE_PLANS)})")
     p = ARCHITECTURE_PLANS[profile]
-    cfgs = architecture_configs(p['sizes'], p['common'], p['seeds'], lm_task=p['lm'])
+    cfgs = architecture_configs(p['sizes'], p['common'], p['seeds'], lm_task=p['lm'], gpt_init=p.get('gpt_init'))
     app_seeds = p['seeds'] if p['appendix_seeds'] is None else p['seeds'][:p['appendix_seeds']]
     row_seeds = {row: p['seeds'][:k] for row, k in p['appendix_row_seeds'].items()}
     app = [lc for t in ('table16', 'table17', 'table18')
            for lc in appendix_configs(t, p['sizes'], p['common'], app_seeds, lm_task=p['lm'],
-                                      table11_seeds=p['seeds'], row_seeds=row_seeds)]
+                                      table11_seeds=p['seeds'], row_seeds=row_seeds, gpt_init=p.get('gpt_init'))]
     return [({'table': 'table11'}, c) for c in cfgs] + app

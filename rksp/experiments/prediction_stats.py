@@ -88,6 +88,31 @@ def auroc(scores: Any, labels: Any, return_note: bool = False) -> float | tuple[
     return (val, note) if return_note else val
 
 
+def auroc_permutation_p(scores: Any, labels: Any, n_resamples: int = 20000) -> float:
+    """Two-sided permutation p of AUROC = 0.5 (the Mann-Whitney rank sum with the labels permuted):
+    exact over all C(n, n_pos) label arrangements when there are at most ``n_resamples``, else
+    ``n_resamples`` random ones (seed 0). Mid-ranks handle ties. NaN with a single class."""
+    from scipy.stats import rankdata
+    s, y = as_float(scores), as_labels(labels)
+    keep = ~(np.isnan(s) | np.isnan(y))
+    s, y = s[keep], y[keep].astype(bool)
+    n, k = y.size, int(y.sum())
+    if k == 0 or k == n:
+        return NAN
+    k = min(k, n - k)                            # the smaller class: same two-sided null
+    r = rankdata(s)
+    centre = k * (n + 1) / 2.0
+    obs = abs(r[y].sum() - centre) if k == int(y.sum()) else abs(r[~y].sum() - centre)
+    if math.comb(n, k) <= n_resamples:
+        from itertools import combinations
+        pos = np.fromiter((i for c in combinations(range(n), k) for i in c), dtype=np.int64).reshape(-1, k)
+    else:
+        rng = np.random.default_rng(0)
+        pos = np.argsort(rng.random((n_resamples, n)), axis=1)[:, :k]
+    hits = int((np.abs(r[pos].sum(1) - centre) >= obs - 1e-9).sum())
+    return hits / len(pos) if math.comb(n, k) <= n_resamples else (hits + 1) / (len(pos) + 1)
+
+
 def _boot_index(y: np.ndarray, n_boot: int, rng: np.random.Generator, stratified: bool) -> np.ndarray:
     n = y.size
     if not stratified:
@@ -99,6 +124,28 @@ def _boot_index(y: np.ndarray, n_boot: int, rng: np.random.Generator, stratified
     return np.concatenate([ip, ineg], axis=1)
 
 
+def _cluster_boot(stat, clusters: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``stat(idx)`` over ``n_boot`` resamples of whole clusters (the independent units, e.g. the
+    initializations that several runs share), drawn with replacement; NaN for a one-class resample."""
+    ids, inv = np.unique(clusters, return_inverse=True)
+    members = [np.flatnonzero(inv == i) for i in range(ids.size)]
+    out = np.full(n_boot, NAN)
+    for b, pick in enumerate(rng.integers(0, ids.size, size=(n_boot, ids.size))):
+        idx = np.concatenate([members[i] for i in pick])
+        if 0 < y[idx].sum() < idx.size:
+            out[b] = stat(idx[None, :])[0]
+    return out
+
+
+def _clean_clusters(clusters: Any, keep: np.ndarray) -> np.ndarray | None:
+    if clusters is None:
+        return None
+    c = np.asarray(clusters).ravel()
+    if c.size != keep.size:
+        raise RKSPInputError(f"clusters has {c.size} entries, the scores {keep.size}")
+    return c[keep]
+
+
 def _percentile_ci(boot: np.ndarray, alpha: float) -> tuple[float, float, int]:
     ok = boot[~np.isnan(boot)]
     if ok.size == 0:
@@ -108,26 +155,37 @@ def _percentile_ci(boot: np.ndarray, alpha: float) -> tuple[float, float, int]:
 
 
 def auroc_ci(scores: Any, labels: Any, n_boot: int = defaults.BOOTSTRAP_RESAMPLES, seed: int = 0,
-             alpha: float = 0.05, stratified: bool = True) -> dict:
-    """AUROC with a percentile bootstrap ``1 - alpha`` CI.
+             alpha: float = 0.05, stratified: bool = True, clusters: Any = None) -> dict:
+    """AUROC with a percentile bootstrap ``1 - alpha`` CI and an exact (or Monte Carlo)
+    permutation p of AUROC = 0.5 (:func:`auroc_permutation_p`).
 
-    Returns ``dict(auroc, lo, hi, n, n_pos, n_neg, note)``. Stratified resampling by default
-    (class counts fixed); plain resampling skips one-class resamples (see module doc).
-    ``n_boot=0`` skips the bootstrap (lo = hi = NaN). Deterministic given ``seed``.
+    Returns ``dict(auroc, lo, hi, p, n, n_pos, n_neg, n_clusters, note)``. With ``clusters`` (one
+    id per score) the bootstrap resamples whole clusters, the independent units; else stratified
+    resampling by default (class counts fixed); plain resampling skips one-class resamples (see
+    module doc). ``n_boot=0`` skips the bootstrap (lo = hi = NaN). Deterministic given ``seed``.
     """
+    raw_s, raw_y = as_float(scores), as_labels(labels)
+    keep = ~(np.isnan(raw_s) | np.isnan(raw_y)) if raw_s.shape == raw_y.shape else None
     s, y, dropped = _clean_pair(scores, labels)
+    cl = _clean_clusters(clusters, keep) if keep is not None else None
     n_pos = int(y.sum())
     n_neg = int(y.size - n_pos)
-    out = dict(auroc=NAN, lo=NAN, hi=NAN, n=int(y.size), n_pos=n_pos, n_neg=n_neg, note="")
+    out = dict(auroc=NAN, lo=NAN, hi=NAN, p=NAN, n=int(y.size), n_pos=n_pos, n_neg=n_neg,
+               n_clusters=int(np.unique(cl).size) if cl is not None else int(y.size), note="")
     if n_pos == 0 or n_neg == 0:
         out["note"] = join_notes(f"one class only (n_pos={n_pos}, n_neg={n_neg})", _dropped_note(dropped))
         return out
     codes, nu = _dense_codes(s)
     out["auroc"] = float(_auc_rows(codes, y, np.arange(y.size)[None, :], nu)[0])
+    out["p"] = auroc_permutation_p(s, y)
     notes = [_dropped_note(dropped)]
     if n_boot and n_boot > 0:
-        idx = _boot_index(y, int(n_boot), np.random.default_rng(seed), stratified)
-        boot = _auc_rows(codes, y, idx, nu)
+        rng = np.random.default_rng(seed)
+        if cl is not None:
+            boot = _cluster_boot(lambda idx: _auc_rows(codes, y, idx, nu), cl, y, int(n_boot), rng)
+            notes.append(f"bootstrap over {out['n_clusters']} clusters (inits)")
+        else:
+            boot = _auc_rows(codes, y, _boot_index(y, int(n_boot), rng, stratified), nu)
         out["lo"], out["hi"], skipped = _percentile_ci(boot, alpha)
         if skipped:
             notes.append(f"{skipped} of {n_boot} resamples had one class and were skipped")
@@ -138,7 +196,7 @@ def auroc_ci(scores: Any, labels: Any, n_boot: int = defaults.BOOTSTRAP_RESAMPLE
 
 
 def auroc_diff_ci(scores_a: Any, scores_b: Any, labels: Any, n_boot: int = defaults.BOOTSTRAP_RESAMPLES,
-                  seed: int = 0, alpha: float = 0.05, stratified: bool = True) -> dict:
+                  seed: int = 0, alpha: float = 0.05, stratified: bool = True, clusters: Any = None) -> dict:
     """Paired bootstrap CI of AUROC(a) - AUROC(b) on the same runs (same resample rows for both).
 
     Rows where either score or the label is NaN are dropped. Returns
@@ -151,6 +209,7 @@ def auroc_diff_ci(scores_a: Any, scores_b: Any, labels: Any, n_boot: int = defau
         raise RKSPInputError("scores_a, scores_b and labels must have the same length")
     keep = ~(np.isnan(a) | np.isnan(b) | np.isnan(y))
     dropped = int((~keep).sum())
+    cl = _clean_clusters(clusters, keep)
     a, b, y = a[keep], b[keep], y[keep].astype(np.int8)
     n_pos = int(y.sum())
     n_neg = int(y.size - n_pos)
@@ -167,8 +226,14 @@ def auroc_diff_ci(scores_a: Any, scores_b: Any, labels: Any, n_boot: int = defau
     out["diff"] = out["auroc_a"] - out["auroc_b"]
     notes = [_dropped_note(dropped)]
     if n_boot and n_boot > 0:
-        idx = _boot_index(y, int(n_boot), np.random.default_rng(seed), stratified)
-        d = _auc_rows(ca, y, idx, nua) - _auc_rows(cb, y, idx, nub)
+        rng = np.random.default_rng(seed)
+        if cl is not None:
+            d = _cluster_boot(lambda idx: _auc_rows(ca, y, idx, nua) - _auc_rows(cb, y, idx, nub), cl, y,
+                              int(n_boot), rng)
+            notes.append(f"bootstrap over {np.unique(cl).size} clusters (inits)")
+        else:
+            idx = _boot_index(y, int(n_boot), rng, stratified)
+            d = _auc_rows(ca, y, idx, nua) - _auc_rows(cb, y, idx, nub)
         out["lo"], out["hi"], skipped = _percentile_ci(d, alpha)
         if skipped:
             notes.append(f"{skipped} of {n_boot} resamples had one class and were skipped")
@@ -180,7 +245,7 @@ def auroc_diff_ci(scores_a: Any, scores_b: Any, labels: Any, n_boot: int = defau
 # Table 2: one row per predictor
 # ----------------------------------------------------------------------------------------
 def _predictor_row(sub: pd.DataFrame, spec: Any, label: str, n_boot: int, seed: int, alpha: float,
-                   stratified: bool) -> dict:
+                   stratified: bool, cluster: str | None = None) -> dict:
     if callable(spec):
         val = spec(sub)
     elif isinstance(spec, str):
@@ -190,15 +255,17 @@ def _predictor_row(sub: pd.DataFrame, spec: Any, label: str, n_boot: int, seed: 
     else:
         raise RKSPInputError(f"predictor must be a column name or a callable, got {type(spec).__name__}")
     if isinstance(val, Mapping):  # precomputed result, e.g. lambda d: cv_logistic(d, [...], label)
-        keys = ("auroc", "lo", "hi", "n", "n_pos", "n_neg", "note")
+        keys = ("auroc", "lo", "hi", "p", "n", "n_pos", "n_neg", "note")
         return {k: val.get(k, NAN if k != "note" else "") for k in keys}
-    return auroc_ci(val, sub[label], n_boot=n_boot, seed=seed, alpha=alpha, stratified=stratified)
+    return auroc_ci(val, sub[label], n_boot=n_boot, seed=seed, alpha=alpha, stratified=stratified,
+                    clusters=sub[cluster].to_numpy() if cluster else None)
 
 
 def predictor_table(df: pd.DataFrame, predictors: Mapping[str, str | Callable], label: str = "diverged",
                     by: str | None = None, n_boot: int = defaults.BOOTSTRAP_RESAMPLES, seed: int = 0,
-                    alpha: float = 0.05, stratified: bool = True) -> pd.DataFrame:
-    """AUROC + bootstrap CI for each predictor (Table 2 shape).
+                    alpha: float = 0.05, stratified: bool = True, cluster: str | None = None) -> pd.DataFrame:
+    """AUROC + bootstrap CI + permutation p for each predictor (Table 2 shape); ``cluster``: a
+    column of ``df`` naming the independent unit the bootstrap resamples (e.g. ``init_id``).
 
     ``predictors`` maps a display name to a column of ``df`` or a callable ``f(df)`` returning
     scores (array/Series aligned with ``df``) or a ready result dict with key ``auroc`` (e.g.
@@ -212,7 +279,7 @@ def predictor_table(df: pd.DataFrame, predictors: Mapping[str, str | Callable], 
     groups = [(None, df)] if by is None else list(df.groupby(by, sort=False, dropna=False))
     for name, spec in predictors.items():
         for key, sub in groups:
-            r = _predictor_row(sub, spec, label, n_boot, seed, alpha, stratified)
+            r = _predictor_row(sub, spec, label, n_boot, seed, alpha, stratified, cluster)
             if by is not None and math.isnan(r["auroc"]) and "one class only" not in str(r["note"]):
                 n_pos, n_neg = r.get("n_pos", NAN), r.get("n_neg", NAN)
                 if n_pos == 0 or n_neg == 0:
@@ -220,9 +287,9 @@ def predictor_table(df: pd.DataFrame, predictors: Mapping[str, str | Callable], 
             row = {"predictor": name}
             if by is not None:
                 row[by] = key
-            row.update({k: r[k] for k in ("auroc", "lo", "hi", "n", "n_pos", "n_neg", "note")})
+            row.update({k: r.get(k, NAN) for k in ("auroc", "lo", "hi", "p", "n", "n_pos", "n_neg", "note")})
             rows.append(row)
-    cols = ["predictor"] + ([by] if by is not None else []) + ["auroc", "lo", "hi", "n", "n_pos", "n_neg", "note"]
+    cols = ["predictor"] + ([by] if by is not None else []) + ["auroc", "lo", "hi", "p", "n", "n_pos", "n_neg", "note"]
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -43,7 +43,7 @@ from rksp.errors import RKSPInputError
 __all__ = [
     "mean_ci", "fisher_exact", "wilson", "rate_difference", "risk_ratio", "cochran_armitage", "divergence_rate_table",
     "pearson", "pearson_ci", "spearman", "loglinear_fit", "mean_sd", "as_float", "as_labels", "join_notes",
-    "finite_numeric",
+    "finite_numeric", "holm", "p_from_ci",
 ]
 
 NAN = float("nan")
@@ -283,13 +283,60 @@ def cochran_armitage(doses: Sequence[float], k: Sequence[int], n: Sequence[int])
     return out
 
 
-def spearman(x: Any, y: Any) -> Dict[str, Any]:
-    """Spearman rank correlation with scipy's two-sided p over the finite pairs;
-    ``dict(r, p, n, note)``, NaN when n < 3 or an input is constant."""
+def spearman(x: Any, y: Any, exact_max_n: int = 8, n_resamples: int = 20000) -> Dict[str, Any]:
+    """Spearman rank correlation over the finite pairs with a permutation two-sided p: exact (all
+    n! pairings) for n <= ``exact_max_n``, else ``n_resamples`` random pairings (seed 0). The
+    t-approximation scipy uses by default is wrong at small n (rho = -1 over 3 points has exact
+    p = 1/3, not 0). ``dict(r, p, n, note)``, NaN when n < 3 or an input is constant."""
     x = np.asarray(pd.to_numeric(pd.Series(list(x)), errors='coerce'), float)
     y = np.asarray(pd.to_numeric(pd.Series(list(y)), errors='coerce'), float)
     keep = np.isfinite(x) & np.isfinite(y)
-    return _correlation(x[keep], y[keep], _sps.spearmanr)
+    x, y = x[keep], y[keep]
+    out = _correlation(x, y, _sps.spearmanr)
+    if not math.isfinite(out['r']):
+        return out
+    exact = x.size <= exact_max_n
+
+    def stat(a):
+        return _sps.spearmanr(a, y).statistic
+    res = _sps.permutation_test((x,), stat, permutation_type='pairings', alternative='two-sided',
+                                n_resamples=np.inf if exact else n_resamples, rng=np.random.default_rng(0))
+    out['p'] = float(res.pvalue)
+    out['note'] = join_notes(out['note'], f"{'exact' if exact else 'Monte Carlo'} permutation p over {x.size} pairs")
+    return out
+
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error), NaN entries kept NaN and left out
+    of the family. Monotone, >= the raw p, capped at 1."""
+    p = np.asarray(p, float)
+    out = np.full(p.shape, NAN)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = ok.size
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind='stable')]
+    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adj
+    return out
+
+
+def p_from_ci(est: float, lo: float, hi: float, alpha: float = 0.05) -> float:
+    """Two-sided Wald p of ``est = 0`` read off a ``1 - alpha`` CI: the standard error is the half
+    of the CI that faces 0 divided by z (so p < alpha exactly when the CI excludes 0, also for an
+    asymmetric bootstrap CI). An approximation for effects reported with a CI only, so that they
+    can enter a multiplicity adjustment; NaN when the CI is missing or empty."""
+    try:
+        est, lo, hi = (float(v) for v in (est, lo, hi))
+    except (TypeError, ValueError):
+        return NAN
+    if not all(math.isfinite(v) for v in (est, lo, hi)) or hi < lo or not lo <= est <= hi:
+        return NAN
+    half = (est - lo) if est > 0 else (hi - est)
+    if half <= 0:
+        return 0.0 if est != 0 else 1.0
+    se = half / float(_sps.norm.ppf(1 - alpha / 2))
+    return float(2 * _sps.norm.sf(abs(est) / se))
 
 
 def pearson_ci(r: float, n: int, alpha: float = 0.05) -> Tuple[float, float]:

@@ -32,6 +32,17 @@ def data_used(rows: pd.DataFrame) -> str:
     return '; '.join(out)
 
 
+def stand_in_reason(rows: pd.DataFrame) -> str:
+    """'' when the rows trained on the paper's data, else the reason a claim on them is stand-in
+    evidence (rksp.experiments.claims: inconclusive whatever the numbers say)."""
+    if 'data_is_standin' not in rows or not len(rows):
+        return ''
+    sub = rows[rows['data_is_standin'].fillna(False).astype(bool)]
+    if not len(sub):
+        return ''
+    return f"trained on {data_used(sub)}, not the paper's dataset"
+
+
 def overhead_pct(rows: pd.DataFrame, group: str = 'method', reference: str = REFERENCE) -> Dict[str, float]:
     """Median seconds per step of each group relative to the reference group, in % (same sweep).
     Measured with 2 workers sharing the machine: differences under about 10% are noise."""

@@ -113,13 +113,11 @@ def maxlr_table(rows: pd.DataFrame, norms: Optional[Sequence[str]] = None,
     return pd.DataFrame(out)
 
 
-def table5_claims(t5: pd.DataFrame, paper_range: Tuple[float, float] = (50.0, 150.0),
-                  max_width: float = 100.0) -> List[Claim]:
-    """Per norm: "KSS raises the max stable LR by 50-150%" (paper text; Table 5: +60 / +67 / +150%).
-    Rule `Claim.interval` on our increase with its grid bracket as the interval: reproduced when the
-    bracket overlaps the paper's range and is at most `max_width` percentage points wide; not
-    reproduced when it misses the range; inconclusive otherwise, and whenever a max LR is only a
-    bound of the grid (the increase is then NaN)."""
+def table5_claims(t5: pd.DataFrame, max_width: float = 100.0) -> List[Claim]:
+    """Per norm: "KSS raises the max stable LR" by Table 5's amount for that norm (+60 / +67 / +150 %).
+    A value claim on our increase with its grid bracket as the CI: the paper's per-norm increase must
+    lie in the bracket (rounding tolerance aside); inconclusive when the bracket is wider than
+    ``max_width`` points and whenever a max LR is only a bound of the grid (the increase is NaN)."""
     out = []
     for _, r in t5.iterrows():
         ours = r['increase_pct']
@@ -129,8 +127,8 @@ def table5_claims(t5: pd.DataFrame, paper_range: Tuple[float, float] = (50.0, 15
                 + f"; contiguous reading {r['increase_contig_reading']} ({r['increase_contig_pct']:+.0f}%)"
                 + (f"; {r['note']}" if r['note'] else ''))
         out.append(Claim.interval(f"T5.lr_increase.{r['norm_key']}",
-                                  f"{r['norm']}: KSS raises the max stable LR by 50–150% (Table 5)",
-                                  paper_range, ours, ci, notes=note, rel_tol=0.0, max_width=max_width))
+                                  f"{r['norm']}: KSS raises the max stable LR by {r['paper_increase_pct']:+.0f}% (Table 5)",
+                                  r['paper_increase_pct'], ours, ci, notes=note, max_width=max_width))
     return out
 
 

@@ -26,7 +26,9 @@ import numpy as np
 import pandas as pd
 
 from rksp.experiments import paper as P
-from rksp.experiments.claims import Claim, counts_direction_claim, flip_note  # noqa: F401 (MT.counts_direction_claim)
+from rksp.experiments import survival as S
+from rksp.experiments.claims import (Claim, counts_direction_claim, events_information, flip_note,  # noqa: F401
+                                    points_information)
 from rksp.experiments.stats import (cochran_armitage, fisher_exact, join_notes, pearson, pearson_ci, rate_difference,
                                     risk_ratio, spearman, wilson)
 from rksp.experiments.tables.common import data_used, finite_mean, ok_runs, overhead_pct
@@ -184,30 +186,33 @@ def lowest_rate_claim(id: str, description: str, rows: pd.DataFrame, target: str
                       label: str = 'task', paper_rows: Optional[Mapping[str, Mapping[str, Any]]] = None,
                       notes: str = '') -> Claim:
     """"`target` has the lowest Div.% of the table": rate(target) - rate(best other row of
-    `methods`), judged like :func:`rate_difference_claim` (expected negative). The best other
-    row is the one with the lowest rate among rows with at least one finished run (ties: the
-    first in table order); the paper value is the paper's target minus its best other row."""
+    `methods`), judged like :func:`rate_difference_claim` (expected negative), with the Fisher p
+    multiplied by k - 1 for picking the best of the other rows (``choice_k`` = rows in
+    the table). The best other row is the one with the lowest rate among rows with at least one
+    finished run (ties: the first in table order); the paper value is the paper's target minus its
+    best other row."""
     others = [m for m in methods if m != target and div_counts(rows, m, label)[1] > 0]
     if not others:
         return Claim.direction(id, description, NAN, NAN, None, notes=join_notes('no other row has runs', notes),
-                               expected_sign=-1, p=NAN)
+                               expected_sign=-1, information='no other row has runs')
     rates = [div_counts(rows, m, label) for m in others]
     best = others[int(np.argmin([k / n for k, n in rates]))]
     pr = [m for m in methods if m != target and not math.isnan(_paper_div(m, paper_rows))]
     paper_best = min(pr, key=lambda m: _paper_div(m, paper_rows)) if pr else None
-    c = rate_difference_claim(id, description, rows, target, best, label, paper_rows,
-                              notes=join_notes(f'best other row here: {best}', notes))
-    c.paper_value = (round(_paper_div(target, paper_rows) - _paper_div(paper_best, paper_rows), 1)
-                     if paper_best else NAN)
-    if paper_best:
-        c.notes = join_notes(c.notes, f"paper's best other row: {paper_best}")
-    return c
+    paper = round(_paper_div(target, paper_rows) - _paper_div(paper_best, paper_rows), 1) if paper_best else NAN
+    ka, na = div_counts(rows, target, label)
+    kb, nb = div_counts(rows, best, label)
+    counts = f"{target}: {ka}/{na}, {best}: {kb}/{nb} ({LABEL_NAMES[label]})"
+    return counts_direction_claim(id, description, paper, ka, na, kb, nb, -1, choice_k=len(others) + 1,
+                                  notes=join_notes(counts, f'best other row here: {best}',
+                                                   f"paper's best other row: {paper_best}" if paper_best else '',
+                                                   notes))
 
 
 def reduction_factor_claim(id: str, description: str, rows: pd.DataFrame, method: str,
                            reference: str = REFERENCE, label: str = 'task',
                            paper_rows: Optional[Mapping[str, Mapping[str, Any]]] = None, notes: str = '',
-                           **rule_kw: Any) -> Claim:
+                           max_width: Optional[float] = None) -> Claim:
     """"`method` reduces divergence by the paper's factor": :meth:`Claim.interval` on
     rate(reference) / rate(method) with the Katz CI (:func:`risk_ratio`)."""
     kr, nr = div_counts(rows, reference, label)
@@ -215,12 +220,15 @@ def reduction_factor_claim(id: str, description: str, rows: pd.DataFrame, method
     rr = risk_ratio(kr, nr, km, nm)
     pm = _paper_div(method, paper_rows)
     paper = _paper_div(reference, paper_rows) / pm if pm else NAN
-    def verdict(a: int, n_a: int, b: int, n_b: int) -> str:
+
+    def claim(a: int, n_a: int, b: int, n_b: int) -> Claim:
         q = risk_ratio(a, n_a, b, n_b)
-        return Claim.interval(id, description, round(paper, 2), q['rr'], (q['lo'], q['hi']), **rule_kw).verdict
-    return Claim.interval(id, description, round(paper, 2), rr['rr'], (rr['lo'], rr['hi']),
-                          notes=join_notes(f'{reference}: {kr}/{nr}, {method}: {km}/{nm} ({LABEL_NAMES[label]})',
-                                      rr['note'], notes, flip_note(verdict, kr, nr, km, nm)), **rule_kw)
+        return Claim.interval(id, description, round(paper, 2), q['rr'], (q['lo'], q['hi']), max_width=max_width,
+                              information=events_information(a, n_a, b, n_b))
+    c = claim(kr, nr, km, nm)
+    c.notes = join_notes(f'{reference}: {kr}/{nr}, {method}: {km}/{nm} ({LABEL_NAMES[label]})', rr['note'], notes,
+                         flip_note(lambda *k: claim(*k).verdict, kr, nr, km, nm))
+    return c
 
 
 def dose_response(rows: pd.DataFrame, doses: Optional[Mapping[str, float]] = None) -> pd.DataFrame:
@@ -270,38 +278,38 @@ def dose_trend(dr: pd.DataFrame) -> pd.DataFrame:
 
 def survival_curve(rows: pd.DataFrame, group: str = 'method', label: str = 'task',
                    groups: Optional[Sequence[str]] = None) -> pd.DataFrame:
-    """Kaplan-Meier fraction of runs not yet diverged vs step, per group.
-
-    Event time = the divergence step under `label` (``div_step`` / ``div_step_total_grad``);
-    a run without that event is censored at ``steps_done`` (normally the full run; under the
-    total label a run stopped early by the task label is censored at its stop). Rows: group,
-    step, n_at_risk, n_events, frac_surviving; each group starts at step 0 with 1.0 and ends at
-    its last censoring or event step. Without censoring before the end, frac_surviving at step
-    s is simply 1 - (#runs diverged by s) / n."""
+    """Kaplan-Meier fraction of runs not yet diverged vs step, per group (:func:`rksp.experiments.
+    survival.km_table`, log-log CIs). Event time = the divergence step under `label` (``div_step`` /
+    ``div_step_total_grad``); a run without that event is censored at ``steps_done``."""
     ok = ok_runs(rows)
-    groups = list(dict.fromkeys(ok[group])) if groups is None else list(groups)
-    scol = STEP_COLS[label]
-    out = []
-    for gname in groups:
-        g = ok[ok[group] == gname]
-        if not len(g):
-            continue
-        ev = pd.to_numeric(g[scol], errors='coerce') if scol in g else pd.Series(NAN, index=g.index)
-        done = pd.to_numeric(g['steps_done'] if 'steps_done' in g else g['steps'], errors='coerce')
-        has = ev.notna().to_numpy()
-        t = np.where(has, ev.to_numpy(float), done.to_numpy(float))
-        s = 1.0
-        out.append({group: gname, 'step': 0, 'n_at_risk': int(len(g)), 'n_events': 0, 'frac_surviving': 1.0})
-        for tt in np.unique(t[has]):
-            at_risk = int((t >= tt).sum())
-            d = int(((t == tt) & has).sum())
-            s *= 1 - d / at_risk
-            out.append({group: gname, 'step': int(tt), 'n_at_risk': at_risk, 'n_events': d, 'frac_surviving': s})
-        end = float(np.nanmax(t)) if len(t) else NAN
-        if np.isfinite(end) and end > out[-1]['step']:
-            out.append({group: gname, 'step': int(end), 'n_at_risk': int((t >= end).sum()), 'n_events': 0,
-                        'frac_surviving': s})
-    return pd.DataFrame(out, columns=[group, 'step', 'n_at_risk', 'n_events', 'frac_surviving'])
+    present = [g for g in (list(dict.fromkeys(ok[group])) if groups is None else groups) if (ok[group] == g).any()]
+    return S.km_table(ok, group=group, event=STEP_COLS[label], steps='steps_done', groups=present)
+
+
+def time_to_divergence(rows: pd.DataFrame, groups: Sequence[str], reference: str = REFERENCE,
+                       label: str = 'task') -> pd.DataFrame:
+    """Time to divergence as an endpoint beside the rate (issue 21), one row per group: runs, events,
+    the median divergence step with its CI, and against `reference` the log-rank p, the Cox hazard
+    ratio (< 1: diverges later) and the paired (LR, seed) Gehan sign-flip test (p_later: one-sided,
+    the group diverges later). A delay shows as HR < 1 with the rate unchanged."""
+    ok = ok_runs(rows)
+    present = [g for g in groups if (ok['method'] == g).any()]
+    if reference not in present:
+        return pd.DataFrame()
+    kw = dict(group='method', event=STEP_COLS[label], steps='steps_done')
+    out = S.median_table(ok, groups=present, **kw)
+    others = [g for g in present if g != reference]
+    if others:
+        lr = S.logrank_table(ok, reference, groups=others, **kw)[['method', 'p']].rename(columns={'p': 'logrank_p'})
+        hr = S.hazard_ratio_table(ok, reference, groups=others, **kw)[['method', 'hr', 'hr_ci_lo', 'hr_ci_hi']]
+        pt = S.paired_table(ok, reference, groups=others, **kw)[['method', 'n_pairs', 'n_later', 'n_earlier',
+                                                                 'median_step_diff', 'p', 'p_later']]
+        pt = pt.rename(columns={'p': 'paired_p', 'p_later': 'paired_p_later'})
+        for t in (lr, hr, pt):
+            out = out.merge(t, on='method', how='left')
+    out.insert(1, 'label', LABEL_NAMES[label])
+    out.insert(2, 'reference', reference)
+    return out
 
 
 def best_lr_in_band(rows: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
@@ -444,17 +452,14 @@ def dose_response_figure(dose: pd.DataFrame, title: str):
 
 
 def survival_figure(surv: pd.DataFrame, title: str):
-    """Fraction of runs not yet diverged against the step, one panel per divergence label (the rows of `survival_curve`)."""
+    """Kaplan-Meier curves with log-log CI bands and censoring ticks, one panel per divergence label
+    (the rows of `survival_curve` with a ``label`` column; :func:`rksp.experiments.survival.km_figure`)."""
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, lab in zip(axes, ("task", "total")):
-        s = surv[surv["label"] == LABEL_NAMES[lab]]
-        for i, (mth, g) in enumerate(s.groupby("method", sort=False)):
-            ax.step(g["step"], g["frac_surviving"], where="post", ls=["-", "--", ":", "-."][i % 4], lw=1.6,
-                    label=f"{mth} (n={g['n_at_risk'].iloc[0]})")
-        ax.set(xlabel="training step", title=LABEL_NAMES[lab], ylim=(-0.03, 1.03))
+        S.km_figure(surv[surv["label"] == LABEL_NAMES[lab]].drop(columns="label"), LABEL_NAMES[lab],
+                    group="method", ax=ax)
     axes[0].set_ylabel("fraction of runs not yet diverged")
-    axes[1].legend(fontsize=7, loc="lower left")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
@@ -528,3 +533,95 @@ def mechanism_figure(points: pd.DataFrame, corr: pd.DataFrame, profile: str):
                  + ", ".join(f"{v} = {k} (n={n})" for k, v, n in zip(pts["method"], pts["method"].map(SHORT), pts["n"])), fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- claims
+KSS, CLIP, SAM = 'KSS α=0.15', 'Grad clip 1.0', 'SAM ρ=0.10'
+
+
+def table3_claims(rows: pd.DataFrame, table3: pd.DataFrame, trend: pd.DataFrame, dose: pd.DataFrame) -> List[Claim]:
+    """The claims of Table 3 and Fig. 2 (notebook 04): KSS vs No control and vs clipping (Fisher),
+    No control's rate (matched by design: the LR band was chosen for it), and the dose response
+    (Spearman ρ over the α points, exact permutation p; no verdict below MIN_POINTS doses)."""
+    ref = table3.set_index('method').loc[REFERENCE]
+    tr = trend.set_index(['quantity', 'label'])
+    div_t = tr.loc[('Div.% vs α', LABEL_NAMES['task'])]
+    m_t = tr.loc[('M≈1 after training vs α', LABEL_NAMES['task'])]
+    paper_rho_div = spearman(dose['alpha'], dose['paper_div_pct'])['r']      # over the α points the paper tabulates
+    paper_rho_m = spearman(dose['alpha'], dose['paper_m_near_unit'])['r']
+    return [
+        rate_difference_claim('T3-kss015-vs-none', 'KSS α=0.15 lowers divergence vs No control (Div.% difference, pp; '
+                              'paper 66.7% -> 12.5%)', rows, KSS, REFERENCE),
+        rate_difference_claim('T3-kss015-vs-none-total-grad', 'the same under the total-gradient divergence label',
+                              rows, KSS, REFERENCE, label='total'),
+        rate_difference_claim('T3-kss015-vs-clip1', 'KSS α=0.15 diverges less than Grad clip 1.0 (pp; paper 12.5% vs 58.3%)',
+                              rows, KSS, CLIP),
+        Claim.interval('T3-none-rate', 'No-control Div.% in the LR band (paper 66.7%)', P.METHOD_ROWS[REFERENCE]['div_pct'],
+                       ref['div_pct'], (ref['div_ci_lo'], ref['div_ci_hi']), max_width=50.0,
+                       notes=f"{int(ref['n_div'])}/{int(ref['n'])} (task label); total label "
+                             f"{int(ref['n_div_total_grad'])}/{int(ref['n'])}"),
+        Claim.direction('F2-dose-div', 'Div.% falls as the KSS weight α grows (Spearman ρ over α = 0 ... 0.20)',
+                        round(paper_rho_div, 3), div_t['spearman_r'], None, p=div_t['spearman_p'], expected_sign=-1,
+                        p_method='permutation p', information=points_information(div_t['n_doses'], what='α points'),
+                        notes=join_notes(f"{div_t['n_doses']} α points; Cochran-Armitage z {div_t['cochran_armitage_z']:.3g}, "
+                                         f"p {div_t['cochran_armitage_p']:.3g}", div_t['note'])),
+        Claim.direction('F2-dose-m', 'M≈1 after training falls as α grows (Spearman ρ)', round(paper_rho_m, 3),
+                        m_t['spearman_r'], None, p=m_t['spearman_p'], expected_sign=-1, p_method='permutation p',
+                        information=points_information(m_t['n_doses'], what='α points'),
+                        notes=join_notes(f"{m_t['n_doses']} α points; M≈1 = mean over non-diverged runs", m_t['note'])),
+    ]
+
+
+def table4_claims(rows: pd.DataFrame, n_boot: int) -> List[Claim]:
+    """The claims of Tables 4, 13 and 14 (notebook 05): KSS vs SAM on divergence and overhead, μP and
+    LAMB vs No control, and the combined rows as the lowest of their tables (best of k: p x (k - 1))."""
+    d = rate_diff(rows, KSS, SAM)
+    ratio = f"{d['rate_b'] / d['rate_a']:.3g}" if d['rate_a'] else 'undefined (no KSS divergence)'
+    o = overhead_difference(rows, SAM, KSS, n_boot=n_boot)
+    paper_pct = {m: float(P.OVERHEAD[m].strip('~<%')) for m in (SAM, KSS)}
+
+    def rel_note(m):
+        return f"relative reduction ours {relative_reduction(rows, m):.3g}%, paper {paper_relative_reduction(m):.3g}%"
+    return [
+        rate_difference_claim('T4-kss-vs-sam010', 'KSS α=0.15 diverges less than SAM ρ=0.10 (Div.% difference, pp; '
+                              'paper: 2.7x lower)', rows, KSS, SAM,
+                              notes=f"ratio SAM/KSS ours {ratio}, paper "
+                                    f"{P.METHOD_ROWS[SAM]['div_pct'] / P.METHOD_ROWS[KSS]['div_pct']:.3g}"),
+        Claim.direction('T4-sam010-vs-kss-overhead', 'SAM ρ=0.10 costs more per step than KSS α=0.15 (overhead '
+                        "difference, pp of No control's s/step; paper ~100% vs 10.8%)",
+                        paper_pct[SAM] - paper_pct[KSS], o['diff'], (o['lo'], o['hi']), expected_sign=+1,
+                        notes=join_notes(f"overheads ours SAM {o['overhead_a']:.3g}%, KSS {o['overhead_b']:.3g}% "
+                                         f"(ratio {o['ratio']:.3g}; paper 9x); median s/step, 2 workers on a shared "
+                                         "machine: noisy; CI resamples runs only", o['note'])),
+        lowest_rate_claim('T4-kss-sam-lowest', 'KSS + SAM has the lowest Div.% of Table 4 (pp vs the best other row)',
+                          rows, 'KSS + SAM (α=0.10, ρ=0.05)', list(TABLES['table4'])),
+        rate_difference_claim('T13-mup-vs-none', 'μP lowers divergence vs standard init (pp; paper 38% reduction)',
+                              rows, 'μP', REFERENCE, notes=rel_note('μP')),
+        lowest_rate_claim('T13-mup-kss-lowest', 'μP + KSS has the lowest Div.% of Table 13 (pp vs the best other row)',
+                          rows, 'μP + KSS', list(TABLES['table13'])),
+        rate_difference_claim('T14-lamb-vs-none', 'LAMB lowers divergence vs AdamW (pp; paper 31% reduction)',
+                              rows, 'LAMB', REFERENCE, notes=rel_note('LAMB')),
+        lowest_rate_claim('T14-lamb-kss-lowest', 'LAMB + KSS has the lowest Div.% of Table 14 (pp vs the best other row)',
+                          rows, 'LAMB + KSS', list(TABLES['table14'])),
+    ]
+
+
+def table6_claims(rows: pd.DataFrame, corr: pd.DataFrame) -> List[Claim]:
+    """The claims of Table 6 (notebook 06): the ΔM≈1 / reduction correlation across methods
+    (Pearson; no verdict below MIN_POINTS methods), KSS full the lowest of the table (best of k),
+    and its reduction factor against the paper's 5.3x (rate ratio, Katz CI)."""
+    c = corr.set_index('label').loc[LABEL_NAMES['task']]
+    t6 = list(TABLES['table6'])
+    return [
+        Claim.direction('T6-dm-correlation', 'ΔM≈1 correlates negatively with the divergence reduction across the '
+                        'Table 6 methods (Pearson r)', c['paper_r'], c['r'], (c['r_ci_lo'], c['r_ci_hi']), p=c['p'],
+                        p_method='Pearson t', expected_sign=-1,
+                        information=points_information(c['n_methods'], what='methods'),
+                        notes=join_notes(f"{c['n_methods']} methods; ΔM≈1 from end-of-training M≈1 over non-diverged "
+                                         f"runs; paper p < {c['paper_p_max']:g}; the paper's own Table 6 rows give "
+                                         f"r = {c['paper_r_from_table6_rows']:.2f}", c['note'])),
+        lowest_rate_claim('T6-kss-full-lowest', 'KSS full has the lowest Div.% of Table 6 (pp vs the best other row)',
+                          rows, KSS, t6),
+        reduction_factor_claim('T6-kss-reduction-factor', 'KSS full reduces divergence 5.3x vs No control (rate ratio)',
+                               rows, KSS, max_width=20.0),
+    ]

@@ -75,13 +75,26 @@ def pool_runs(rows: pd.DataFrame) -> pd.DataFrame:
     df['log10_kappa'] = _log10(df['kappa'])
     df['m_x_log10_kappa'] = df['m_near_unit'] * df['log10_kappa']
     df['log10_lr'] = _log10(_col(df, 'lr'))
-    return df
+    df['init_id'] = init_ids(df)
+    return _mask_early_stops(df)
+
+
+INIT_KEYS = ('norm', 'seed', 'd_model', 'n_layer', 'n_head', 'init', 'init_std')
+
+
+def init_ids(pool: pd.DataFrame) -> np.ndarray:
+    """One integer per distinct initialization (:data:`INIT_KEYS`): the independent unit of the
+    pooled runs (runs that differ only in LR share their init profile), which bootstraps resample."""
+    keys = [k for k in INIT_KEYS if k in pool]
+    if not keys or not len(pool):
+        return np.arange(len(pool))
+    return pool[keys].astype(str).agg('|'.join, axis=1).factorize()[0]
 
 
 def init_rows(pool: pd.DataFrame) -> pd.DataFrame:
     """One row per distinct initialization (norm, seed and model size): the init profile does not
     depend on the LR, so runs that differ only in LR share it."""
-    keys = [k for k in ('norm', 'seed', 'd_model', 'n_layer', 'n_head', 'init', 'init_std') if k in pool]
+    keys = [k for k in INIT_KEYS if k in pool]
     return pool.drop_duplicates(keys, keep='first').reset_index(drop=True)
 
 
@@ -236,26 +249,43 @@ TABLE2_PREDICTORS: Dict[str, Tuple[str, str]] = {
 }
 GRADIENT_BASELINES = ('Initial gradient norm', 'Gradient norm at step 100', 'Gradient variance, steps 1–100',
                       'Loss spike count, steps 1–500')
-_HORIZON = {'grad_norm_step100': 100, 'grad_var_1_100': 100, 'loss_spikes_1_500': 500}
+_HORIZON = {'grad_norm_step1': 1, 'grad_norm_step100': 100, 'grad_var_1_100': 100, 'loss_spikes_1_500': 500}
+
+
+def baseline_horizon(pool: pd.DataFrame, col: str) -> float:
+    """The step a gradient baseline is read at: the paper's (1, 100, 500), or the planned number of
+    steps when the runs are shorter; NaN for a column that is not a gradient baseline."""
+    h = _HORIZON.get(col)
+    if h is None:
+        return NAN
+    planned = _col(pool, 'steps')
+    return float(min(h, np.nanmax(planned))) if planned.notna().any() else float(h)
+
+
+def _mask_early_stops(df: pd.DataFrame) -> pd.DataFrame:
+    """Gradient baselines are read at their step (:func:`baseline_horizon`) and only for runs that
+    trained to it: a run that diverged (or stopped) before the step would otherwise give a baseline
+    read just before its divergence, which sees the outcome. Those values become NaN."""
+    steps = _col(df, 'steps_done')
+    for col in _HORIZON:
+        if col in df:
+            h = baseline_horizon(df, col)
+            df[col] = finite_numeric(df[col]).where(steps >= h)
+    return df
 
 
 def _horizon_note(pool: pd.DataFrame, col: str) -> str:
-    """Runs that stopped before a baseline's horizon read it at their last step; for a diverged
-    run that is the last step *before* the divergence step (rksp.harness leaves the divergence step,
-    the label itself, out of the baselines), i.e. the baseline is known earlier than its nominal step."""
-    h = _HORIZON.get(col)
-    if h is None or not len(pool):
+    """How a gradient baseline was read: at which step, and how many runs were left out because they
+    stopped (diverged) before it (:func:`_mask_early_stops`)."""
+    h = baseline_horizon(pool, col)
+    if not np.isfinite(h) or not len(pool):
         return ''
     steps = _col(pool, 'steps_done')
-    early_div = int(((pool['diverged'] == 1) & (steps < h)).sum())
-    planned = _col(pool, 'steps')
-    short = bool((planned < h).any())
-    parts = []
-    if short:
-        parts.append(f'runs train {int(np.nanmax(planned))} steps < {h}: read at the last step')
-    if early_div:
-        parts.append(f'{early_div} diverged run(s) stopped before step {h}: read up to the step before '
-                     'their divergence')
+    excluded = int((steps < h).sum())
+    parts = [f'read at step {int(h)}' + ('' if h == _HORIZON[col] else f' (the runs train {int(h)} < {_HORIZON[col]} steps)')]
+    if excluded:
+        parts.append(f'{excluded} run(s) that stopped before step {int(h)} excluded '
+                     f'({int(((pool["diverged"] == 1) & (steps < h)).sum())} of them diverged)')
     return '; '.join(parts)
 
 
@@ -325,7 +355,8 @@ def table2(pool: pd.DataFrame, n_boot: int = defaults.BOOTSTRAP_RESAMPLES, seed:
     95% CI, when the predictor is known (``timing``) and the paper's AUROC / CI. With
     ``norm_identity`` the rows of :func:`norm_identity_table` follow (not in the paper)."""
     df = _pool_cols(pool, [c for c, _ in predictors.values()])
-    t = predictor_table(df, {k: c for k, (c, _) in predictors.items()}, 'diverged', n_boot=n_boot, seed=seed)
+    t = predictor_table(df, {k: c for k, (c, _) in predictors.items()}, 'diverged', n_boot=n_boot, seed=seed,
+                        cluster='init_id' if 'init_id' in df else None)
     timing = {k: v[1] for k, v in predictors.items()}
     if norm_identity:
         t = pd.concat([t, norm_identity_table(pool, n_boot=n_boot, seed=seed)], ignore_index=True)
@@ -355,7 +386,8 @@ def stratified_table(pool: pd.DataFrame, n_boot: int = defaults.BOOTSTRAP_RESAMP
     rank = {n: i for i, n in enumerate(NORMS)}
     key = df['norm'].map(lambda n: rank.get(n, len(NORMS))).to_numpy()
     df = df.iloc[np.argsort(key, kind='stable')]
-    t = predictor_table(df, predictors, 'diverged', by='norm', n_boot=n_boot, seed=seed)
+    t = predictor_table(df, predictors, 'diverged', by='norm', n_boot=n_boot, seed=seed,
+                        cluster='init_id' if 'init_id' in df else None)
     counts = df.groupby('norm')['diverged'].agg(['size', 'sum'])
     t['n_runs'] = [int(counts.loc[n, 'size']) for n in t['norm']]
     t['n_div'] = [int(counts.loc[n, 'sum']) for n in t['norm']]
@@ -546,7 +578,8 @@ def paired_best_baseline(pool: pd.DataFrame, t2: pd.DataFrame, score: str = 'M�
     best = sub.loc[sub['auroc'].idxmax()]
     ca, cb = TABLE2_PREDICTORS[score][0], TABLE2_PREDICTORS[best['predictor']][0]
     df = _pool_cols(pool, [ca, cb])
-    d = auroc_diff_ci(df[ca], df[cb], df['diverged'], n_boot=n_boot, seed=seed)
+    d = auroc_diff_ci(df[ca], df[cb], df['diverged'], n_boot=n_boot, seed=seed,
+                      clusters=df['init_id'] if 'init_id' in df else None)
     return dict(baseline=best['predictor'], diff=d['diff'], lo=d['lo'], hi=d['hi'], auroc_b=float(best['auroc']),
                 lo_b=float(best['lo']), hi_b=float(best['hi']), note=d['note'])
 

@@ -14,7 +14,7 @@ import torch
 from rksp import defaults
 from rksp.core.profiling import Profile
 from rksp.errors import RKSPInputError
-from rksp.experiments.claims import Claim, INCONCLUSIVE, Verdict, verdict_direction, verdict_interval
+from rksp.experiments.claims import Claim, points_information
 from rksp.experiments.paper import PAPER_TABLE10, PAPER_TABLE15
 from rksp.experiments.stats import pearson
 from rksp.pretrained.inputs import TEXT_OPTIONS
@@ -98,14 +98,13 @@ def depth_table(profiles, metrics=("eta_nl", "m_near_unit")) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def evidence_gate(result, weights):
-    """The rule for claims about *pretrained* models: a verdict measured on weights that are not
-    pretrained (``random-init``) is *inconclusive*, whatever the underlying rule gave; the rule
-    text keeps what that rule said. Pretrained evidence passes through unchanged."""
+def evidence_gate(weights) -> str:
+    """The rule for claims about *pretrained* models: evidence from weights that are not pretrained
+    (``random-init``) is stand-in evidence (the claim is inconclusive whatever the numbers say);
+    '' for pretrained weights."""
     if is_pretrained(weights):
-        return Verdict(result.verdict, f"{result.rule}; evidence: {weights} weights")
-    return Verdict(INCONCLUSIVE, f"evidence gate: {weights} weights cannot test a claim about pretrained "
-                                 f"models -> inconclusive (the underlying rule gave '{result.verdict}': {result.rule})")
+        return ""
+    return f"{weights} weights cannot test a claim about pretrained models"
 
 
 def depth_contrast(prof, metric: str, n_groups: int = 3, alpha: float = 0.05) -> dict:
@@ -144,19 +143,18 @@ def _paper_depth_delta(key, metric):
     return (min(deltas), max(deltas))
 
 
-def pretrained_claims(profiles, value_rel_tol: float = 0.15, alpha: float = 0.05) -> list:
+def pretrained_claims(profiles) -> list:
     """The checkable claims of App. G / Sec. 5.6 from our profiles, verdicts by rule.
 
     * ``depth-<metric>`` (one per profile): eta_nl rises / M~1 falls from the Early to the Late
-      third of the layers (Tables 10, 15): :func:`depth_contrast`, judged by
-      :func:`rksp.experiments.claims.verdict_direction` (Welch CI / p).
+      third of the layers (Tables 10, 15): :func:`depth_contrast`, an effect claim (Welch CI / p).
     * ``value-<metric>-<group>`` for models the paper tabulates (GPT-2 124M / 355M, LLaMA-2-7B; the
-      fixed-prompt input when profiled, else prose): our group mean vs the paper's,
-      :func:`rksp.experiments.claims.verdict_interval` (``value_rel_tol``, no CI).
+      fixed-prompt input when profiled, else prose): our group mean vs the paper's, a value claim
+      (no CI).
     * ``scale-<metric>`` (one per weights kind and input): Fig. 3, M~1 falls / eta_nl rises with
       log10(parameters): the :func:`scale_trend` slope with the Pearson p (needs >= 3 model sizes).
 
-    Every claim passes :func:`evidence_gate`: measured on random-init weights it is inconclusive;
+    Every claim passes :func:`evidence_gate`: measured on random-init weights it is stand-in evidence;
     its notes say which weights (and which model / input) it used.
     """
     claims = []
@@ -166,12 +164,11 @@ def pretrained_claims(profiles, value_rel_tol: float = 0.15, alpha: float = 0.05
         key, weights, text, model = m.get("key"), m.get("weights", "unlabelled"), m.get("text"), m.get("model", "?")
         tag = f"{key}-{text}-{'pre' if is_pretrained(weights) else 'rand'}"
         for metric, (sym, verb, sign) in words.items():
-            c = depth_contrast(prof, metric, alpha=alpha)
-            v = evidence_gate(verdict_direction(c["delta"], (c["lo"], c["hi"]), expected_sign=sign, p=c["p"],
-                                                alpha=alpha), weights)
-            claims.append(Claim.from_verdict(
+            c = depth_contrast(prof, metric)
+            claims.append(Claim.direction(
                 f"depth-{metric}-{tag}", f"{sym} {verb} with depth, Late − Early third (Tables 10/15): {model}",
-                _paper_depth_delta(key, metric), c["delta"], (c["lo"], c["hi"]), v,
+                _paper_depth_delta(key, metric), c["delta"], (c["lo"], c["hi"]), expected_sign=sign, p=c["p"],
+                p_method="Welch t over layers", stand_in=evidence_gate(weights),
                 notes=f"weights: {weights}; input: {text}; Early {c['early']:.3g} ({c['n_early']} layers), "
                       f"Late {c['late']:.3g} ({c['n_late']} layers); paper value = its Late − Early "
                       f"{'for this model' if key in ('gpt2', 'gpt2-medium', 'llama-2-7b') else 'range over GPT-2 124M/355M, LLaMA-2-7B'}"))
@@ -191,10 +188,9 @@ def pretrained_claims(profiles, value_rel_tol: float = 0.15, alpha: float = 0.05
         for g, pr in paper.items():
             for metric in ("eta_nl", "m_near_unit"):
                 ours = float(groups.loc[g, f"{metric}_mean"]) if (complete and g in groups.index) else float("nan")
-                v = evidence_gate(verdict_interval(ours, None, pr[metric], rel_tol=value_rel_tol), weights)
-                claims.append(Claim.from_verdict(
+                claims.append(Claim.interval(
                     f"value-{metric}-{g.lower()}-{k}", f"{table} {prof.meta.get('model')} {g} {pr['layers']}: "
-                    f"{words[metric][0]}", pr[metric], ours, None, v,
+                    f"{words[metric][0]}", pr[metric], ours, None, stand_in=evidence_gate(weights),
                     notes=f"weights: {weights}; input: {text}; our {g} layers "
                           f"{groups.loc[g, 'layers'] if g in groups.index else '?'}"
                           + ("" if complete else f"; only {len(prof.layers)} of {spec.n_layers} layers profiled")))
@@ -209,12 +205,12 @@ def pretrained_claims(profiles, value_rel_tol: float = 0.15, alpha: float = 0.05
                 ok = np.isfinite(x) & np.isfinite(y)
                 slope = float(np.polyfit(x[ok], y[ok], 1)[0]) if np.unique(x[ok]).size >= 2 else float("nan")
                 pr = pearson(x, y)
-                v = evidence_gate(verdict_direction(slope, None, expected_sign=sign, p=pr["p"], alpha=alpha),
-                                  ", ".join(dict.fromkeys(sub["weights"].astype(str))))
-                claims.append(Claim.from_verdict(
+                claims.append(Claim.direction(
                     f"scale-{metric}-{text}-{'pre' if kind == WEIGHTS_PRETRAINED else 'rand'}",
                     f"Fig. 3: {words[metric][0]} {'decreases' if sign < 0 else 'increases'} with scale "
-                    f"(slope per decade of parameters)", None, slope, None, v,
+                    f"(slope per decade of parameters)", None, slope, None, expected_sign=sign, p=pr["p"],
+                    p_method="Pearson t", information=points_information(int(ok.sum()), what="model sizes"),
+                    stand_in=evidence_gate(", ".join(dict.fromkeys(sub["weights"].astype(str)))),
                     notes=f"weights: {kind}; input: {text}; models: {', '.join(sub['model'].astype(str))} "
                           f"({int(ok.sum())} point(s); Pearson p needs >= 3){'; ' + pr['note'] if pr['note'] else ''}"))
     return claims
