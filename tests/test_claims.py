@@ -16,9 +16,18 @@ NAN = float("nan")
 # ---------------------------------------------------------------- criteria
 def test_size_criterion_uses_the_rounding_tolerance_only():
     assert claims.size_criterion(0.99, (0.975, 1.0), 0.995)[0] == "consistent"
-    # 5 % of the paper value: 96.4 vs a CI ending at 92 misses by 4.4 < 4.82 -> consistent; at 91 -> not
-    assert claims.size_criterion(80, (70, 92), 96.4)[0] == "consistent"
-    assert claims.size_criterion(80, (70, 91), 96.4)[0] == "inconsistent"
+    # the paper's rounding: half a unit of its last printed decimal
+    assert claims.rounding_tolerance(0.995) == pytest.approx(0.0005)
+    assert claims.rounding_tolerance(96.4) == pytest.approx(0.05)
+    assert claims.rounding_tolerance(0.16) == pytest.approx(0.005)
+    assert claims.rounding_tolerance(150.0) == pytest.approx(0.5)
+    assert claims.rounding_tolerance(0.0) == 0.0 and claims.rounding_tolerance(None) == 0.0
+    assert claims.rounding_tolerance(0.5) == pytest.approx(0.025)          # capped at 5 % of the value
+    # an AUROC of 0.995 is not reproduced by a CI ending at 0.98 (the old 5 % tolerance passed it)
+    assert claims.size_criterion(0.94, (0.895, 0.98), 0.995)[0] == "inconsistent"
+    assert claims.size_criterion(0.99, (0.97, 0.9946), 0.995)[0] == "consistent"
+    assert claims.size_criterion(95, (94.0, 96.36), 96.4)[0] == "consistent"
+    assert claims.size_criterion(95, (94.0, 96.3), 96.4)[0] == "inconsistent"
     # a paper interval: overlap is enough
     assert claims.size_criterion(0.4, (0.35, 0.49), (0.48, 0.52))[0] == "consistent"
     # no CI: the point

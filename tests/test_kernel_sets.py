@@ -4,7 +4,7 @@ What must agree: the run's configuration and the RKSP profile at init (a forward
 training): the masses exactly (ResDMD fractions to one mode), rho and eta_nl to 1e-6 relative; kappa(V) to 1e-3 and the Kreiss
 constant to 1e-4, because both amplify the ~1e-7 float32 differences of the forward pass (an
 eigenvector moves by about kappa x the perturbation; measured 5e-5 and 3e-6 on these configs). What may not: the training trajectory — kernels sum in another order,
-the bits drift, and near the divergence threshold that can flip a label (README *Environment*,
+the bits drift, and near the divergence threshold that can flip a label (docs/environment.md,
 docs/kernel-sets.md). Under one kernel set the run is bit-identical when repeated.
 """
 from __future__ import annotations

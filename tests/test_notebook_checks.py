@@ -1,7 +1,7 @@
 """Cells that nbval checks (`# NBVAL_CHECK_OUTPUT`) print only what is the same on every CPU.
 
 Divergence counts, AUROCs, p-values, ECEs, accuracies and verdicts follow training, which another
-CPU kernel set changes (README *Environment*); they are checked with tolerances in
+CPU kernel set changes (docs/environment.md); they are checked with tolerances in
 tests/test_smoke_tables.py instead."""
 import json
 import re

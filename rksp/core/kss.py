@@ -153,7 +153,7 @@ class KSSConfig:
     unstable: bool = True                          # Table 6 ablation switches
     near_unit: bool = True
     seed: int = defaults.SNAPSHOT_SEED             # layer / token / projection sampling
-    # gradient path (issue 13; README "Choices beyond the paper")
+    # gradient path (issue 13; docs/choices.md "Choices beyond the paper")
     projection: str = defaults.RDMD_PROJECTION     # 'pod': POD subspace, then whiten | 'whitened': old order
     detach_whitening: bool = defaults.RDMD_DETACH_WHITENING   # W constant in the gradient
     grad_bound: float | None = defaults.KSS_GRAD_BOUND        # ||g_KSS|| <= c ||g_task|| (harness)

@@ -9,7 +9,7 @@ last-position logits only: ``F.cross_entropy(logits[:, -1, :], y)``.
 
 The paper fixes seq_len = 64, vocab = 256, n_pairs = 4 (Table 11 caption), so
 m = 64 - 2*4 - 1 = 55 filler tokens.  What it leaves open is our choice
-(shared/paper/NOTES.md, README "Choices beyond the paper"):
+(docs/choices.md "Choices beyond the paper"):
 
 * keys are drawn WITHOUT replacement from the lower half of the vocabulary,
   ``0 .. vocab/2 - 1`` (0-127), so every key in a sample is distinct and the

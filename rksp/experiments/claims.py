@@ -19,10 +19,11 @@ Criteria:
     with a CI only gets a Wald p read off the CI (:func:`rksp.experiments.stats.p_from_ci`).
     ``n/a`` for value claims.
 ``size``
-    ``consistent`` when the paper's value (or interval) lies inside our CI widened by
-    ``SIZE_REL_TOL`` (5 %) of the paper's magnitude, the tolerance for the paper's rounding;
-    without a CI, when our point is within that tolerance. ``inconsistent`` otherwise; ``n/a``
-    when the paper states no number.
+    ``consistent`` when the paper's value (or interval) lies inside our CI widened by the paper's
+    rounding: half a unit of its last printed decimal (0.995 -> 0.0005, 96.4 -> 0.05, 0.16 ->
+    0.005), never more than ``SIZE_REL_TOL_MAX`` (5 %) of its magnitude; without a CI, when our
+    point is within that tolerance. ``inconsistent`` otherwise; ``n/a`` when the paper states no
+    number.
 
 Verdict, in this order:
 
@@ -40,7 +41,7 @@ Verdict, in this order:
 5. ``inconclusive`` otherwise.
 
 The rule is symmetric: it never says *reproduced* when our CI excludes the paper's value beyond
-the rounding tolerance, and a null says *not reproduced* as soon as its CI excludes the paper's
+the paper's rounding, and a null says *not reproduced* as soon as its CI excludes the paper's
 effect.
 """
 from __future__ import annotations
@@ -54,10 +55,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rksp import defaults
 from rksp.experiments.stats import holm, p_from_ci, rate_difference
 
 __all__ = ["VERDICTS", "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "BY_DESIGN", "RULE_TEXT", "VALUE", "EFFECT",
-           "ALPHA", "SIZE_REL_TOL", "MIN_EVENTS", "MIN_POINTS", "Claim", "judge", "judge_claims",
+           "ALPHA", "SIZE_REL_TOL_MAX", "rounding_tolerance", "MIN_EVENTS", "MIN_POINTS", "Claim", "judge", "judge_claims",
            "size_criterion", "direction_criterion", "claims_page", "claim_from_row", "events_information", "classes_information",
            "points_information", "claims_table", "to_markdown", "verdict_counts", "verdict_changes",
            "flips_to_change", "flip_note", "counts_direction_claim", "annotate_flip_fragility", "verdicts_figure"]
@@ -69,10 +71,11 @@ BY_DESIGN = "matched by design"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, BY_DESIGN)
 
 VALUE, EFFECT = "value", "effect"
-ALPHA = 0.05            # family-wise level of the direction criterion (after Holm)
-SIZE_REL_TOL = 0.05     # the paper's rounding: its value may sit this fraction of its magnitude outside our CI
-MIN_EVENTS = 5          # fewer events (or non-events) than this over the compared runs: no verdict
-MIN_POINTS = 4          # fewer points than this in a correlation / trend: no verdict
+ALPHA = defaults.CLAIM_ALPHA                        # family-wise level of the direction criterion (after Holm)
+SIZE_REL_TOL_MAX = defaults.CLAIM_SIZE_REL_TOL_MAX  # the rounding tolerance never exceeds this share of the paper's value
+MAX_DECIMALS = 4        # a paper value is read with at most this many decimals (half a unit: 5e-5)
+MIN_EVENTS = defaults.CLAIM_MIN_EVENTS              # fewer events (or non-events) over the compared runs: no verdict
+MIN_POINTS = defaults.CLAIM_MIN_POINTS              # fewer points in a correlation / trend: no verdict
 
 PAPER_DIRECTION, AGAINST, NOT_SIGNIFICANT, NA = "paper's direction", "against", "not significant", "n/a"
 CONSISTENT, INCONSISTENT = "consistent", "inconsistent"
@@ -80,8 +83,9 @@ CONSISTENT, INCONSISTENT = "consistent", "inconsistent"
 RULE_TEXT = (
     f"Two criteria per claim. **direction** (effects): significant when the Holm-adjusted p < {ALPHA} and our CI "
     f"excludes 0; 'paper's direction', 'against' or 'not significant' (a best-of-k claim multiplies its p by k - 1 "
-    f"first). **size**: 'consistent' when the paper's value lies inside our CI widened by {SIZE_REL_TOL:.0%} of the "
-    f"paper's magnitude (its rounding), else 'inconsistent'; 'n/a' without a paper number. **verdict**: "
+    f"first). **size**: 'consistent' when the paper's value lies inside our CI widened by the paper's rounding (half a "
+    f"unit of its last printed decimal, at most {SIZE_REL_TOL_MAX:.0%} of its magnitude), else 'inconsistent'; 'n/a' "
+    f"without a paper number. **verdict**: "
     f"'matched by design' when a selection rule of the regime aimed at the value; 'inconclusive' with too little "
     f"information (< {MIN_EVENTS} events or non-events, < {MIN_POINTS} correlation points), a NaN, or stand-in "
     f"evidence (stand-in data, random-init weights); 'not reproduced' when direction is 'against' or size is "
@@ -208,21 +212,37 @@ def points_information(n: Any, min_points: int = MIN_POINTS, what: str = "points
 # ----------------------------------------------------------------------------------------
 # the criteria and the rule
 # ----------------------------------------------------------------------------------------
-def size_criterion(ours: Any, ci: Any, paper: Any, rel_tol: float = SIZE_REL_TOL) -> tuple[str, str]:
+def rounding_tolerance(paper: Any) -> float:
+    """Half a unit of the last decimal the paper printed (read off the shortest decimal form of
+    each end of its value, at most :data:`MAX_DECIMALS` decimals, trailing zeros dropped), capped at
+    :data:`SIZE_REL_TOL_MAX` of its magnitude; 0 when the paper states no number."""
+    p = _paper_interval(paper)
+    if p is None:
+        return 0.0
+
+    def half_unit(v: float) -> float:
+        text = f"{v:.{MAX_DECIMALS}f}".rstrip("0")
+        decimals = len(text.split(".")[1]) if "." in text else 0
+        return 0.5 * 10.0 ** (-decimals)
+    tol = max(half_unit(p[0]), half_unit(p[1]))
+    return min(tol, SIZE_REL_TOL_MAX * max(abs(p[0]), abs(p[1])))
+
+
+def size_criterion(ours: Any, ci: Any, paper: Any) -> tuple[str, str]:
     """(``consistent`` | ``inconsistent`` | ``n/a``, text): is the paper's value inside our CI
-    (or at our point), up to ``rel_tol`` of the paper's magnitude?"""
+    (or at our point), up to the paper's rounding (:func:`rounding_tolerance`)?"""
     p = _paper_interval(paper)
     if p is None:
         return NA, "size n/a: the paper states no number"
     if _nan(ours):
         return NA, "size n/a: our value is NaN"
-    tol = rel_tol * max(abs(p[0]), abs(p[1]))
+    tol = rounding_tolerance(paper)
     c = _ci(ci)
     ours_iv, what = (c, f"our CI [{_g(c[0])}, {_g(c[1])}]") if c else ((float(ours), float(ours)),
                                                                        f"our value {_g(ours)} (no CI)")
     d = _gap(ours_iv, p)
     crit = CONSISTENT if d <= tol else INCONSISTENT
-    how = "contains" if d == 0 else f"misses by {_g(d)} {'<=' if d <= tol else '>'} tol {_g(tol)}"
+    how = "contains" if d == 0 else f"misses by {_g(d)} {'<=' if d <= tol else '>'} rounding {_g(tol)}"
     return crit, f"size {crit}: {what} {how} the paper {_fmt_interval(p)}"
 
 
@@ -495,7 +515,8 @@ def to_markdown(table: pd.DataFrame | Iterable[Claim], digits: int = 4, columns:
 
 
 def claims_page(claims: pd.DataFrame, profile: str, previous: pd.DataFrame | None = None,
-                previous_label: str = "the rules before issue 20") -> str:
+                previous_label: str = ("the claims committed before issue 20 (the old rules, on runs trained on "
+                                       "another machine: a change can come from the rule or from the runs)")) -> str:
     """The markdown claims page: the rule, the verdict counts, the claims (display columns) and,
     given the ``previous`` claims table, the old -> new verdict of every claim with the reason."""
     counts = verdict_counts(claims)
@@ -543,7 +564,6 @@ def flip_note(verdict_of, ka: int, na: int, kb: int, nb: int, rate: float | None
     """'' or a note saying that the verdict turns on as many label flips as another CPU kernel set
     is measured to cause among these runs (``ceil(rate * (na + nb))``, rate
     ``defaults.KERNEL_FLIP_RATE``)."""
-    from rksp import defaults
     rate = defaults.KERNEL_FLIP_RATE if rate is None else rate
     budget = math.ceil(rate * (na + nb))
     if not (na and nb) or budget < 1:

@@ -99,6 +99,10 @@ def _detail(row: dict) -> str:
     padj = _num(row.get("p_adjusted"))
     if padj is not None:
         first = f"{first}; p adj. {padj:.2g}" if first else f"p adj. {padj:.2g}"
+    for key, words in (("information", "too little information"), ("stand_in", "stand-in")):
+        why = (row.get(key) or "").strip()
+        if why and why.lower() != "nan":
+            first = f"{first}; **{words}**: {why}" if first else f"**{words}**: {why}"
     return first
 
 

@@ -6,7 +6,7 @@ Pure functions: array-likes / pandas in, floats / dicts / DataFrames out. Degene
 Malformed input (labels other than 0/1, probabilities outside [0, 1]) raises
 :class:`rksp.errors.RKSPInputError`.
 
-Conventions (see also README "Choices beyond the paper"):
+Conventions (see also docs/choices.md "Choices beyond the paper"):
 
 * **AUROC** is the Mann-Whitney U statistic divided by ``n_pos * n_neg``; a tie between a
   positive and a negative counts 1/2, exactly as ``sklearn.metrics.roc_auc_score``. Higher

@@ -1,6 +1,6 @@
 """A fresh results table against a committed one, column by column, with stated tolerances.
 
-Training near the divergence threshold is chaotic: another CPU kernel set (README *Environment*,
+Training near the divergence threshold is chaotic: another CPU kernel set (docs/environment.md,
 ``rksp.experiments.kernels``) drifts the last bits, and a run may cross loss 50 / grad norm 500 on one machine
 and not on another. So each column of a table belongs to one class, and each class has its own
 check and its own reason (``CLASSES``):

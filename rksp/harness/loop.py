@@ -39,7 +39,7 @@ min(SPIKE_WINDOW, s-1) steps (step 1 never counts), only their finite losses
 enter the median, and a non-finite loss counts as a spike; non-finite grad
 norms are left out of the variance (NaN when none is finite).
 
-Choices beyond the paper (defaults of `TrainConfig`; README "Choices beyond the
+Choices beyond the paper (defaults of `TrainConfig`; docs/choices.md "Choices beyond the
 paper"): AdamW with betas (0.9, 0.999), eps 1e-8, weight decay 0.01 on
 parameters with >= 2 dimensions only (matrices and embeddings; biases and norm
 gains are not decayed); linear warmup over `warmup_steps` (default 100, the

@@ -67,7 +67,7 @@ Hooks (name -> class; keyword arguments in brackets, defaults from `rksp.default
                        the logits the task loss reads, every step (`z_loss`). Its companion row
                        'QK-LayerNorm' is a model option (`GPTConfig.qk_norm`), not a hook.
 
-Choices (README "Choices beyond the paper"): the Table 6 generic regularizers run on KSS's
+Choices (docs/choices.md "Choices beyond the paper"): the Table 6 generic regularizers run on KSS's
 schedule (every 10 steps, a fresh random half of the layers, the current training batch),
 as the paper matches them to KSS's overhead (~11%); their weights are not tuned: each is
 lam = 0.15 (= KSS's alpha) on a per-element-normalized quantity (O(1) at init for the
