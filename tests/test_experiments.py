@@ -157,3 +157,25 @@ def test_small_plan_has_24_trials_per_norm_and_the_ablation_in_its_run_list():
     assert all(pool[n] >= 24 for n in E.NORMS)
     h = lambda cs: {TrainConfig.from_dict(copy.deepcopy(c)).hash() for _, c in cs}   # noqa: E731
     assert h(E.kss_path_configs('small')) <= h(E.all_recall_configs('small'))
+
+
+def test_recipe_profile_stays_inside_the_papers_stated_ranges():
+    """docs/regime.md Part 5: every setting the paper states (App. D) within its range."""
+    from rksp.experiments import plans as P
+    from rksp.harness.config import TrainConfig
+    p = P.plan('recipe')
+    r = p['recall']
+    assert 5 <= r['epochs'] <= 20 and 100 <= r['warmup_steps'] <= 1000 and 16 <= r['batch_size'] <= 32
+    assert all(0.005 <= lr <= 0.01 for lr in p['band_lrs'])
+    assert r['schedule'] == 'cosine' and 'steps' not in r
+    # the dose x frequency rows: 12 trials (3 LRs x 4 seeds), the headline rows 24
+    from rksp.methods.rows import TABLES
+    cfgs = P.method_configs('recipe', TABLES['dose_frequency'])
+    per = {}
+    for lab, c in cfgs:
+        per[lab['method']] = per.get(lab['method'], 0) + 1
+    assert per['No control'] == per['KSS α=0.15'] == 24 and per['KSS α=2.00, every step, all layers'] == 12
+    dense = [c for lab, c in cfgs if lab['method'] == 'KSS α=0.50, every step, all layers'][0]
+    kw = dense['hooks'][0]['kwargs']
+    assert kw['every'] == 1 and kw['layer_fraction'] == 1.0 and kw['alpha'] == 0.5
+    TrainConfig.from_dict(dense)              # validates, hooks included

@@ -84,6 +84,15 @@ PLANS: Dict[str, Dict[str, Any]] = {
         band_lrs=(0.005, 0.007, 0.01), main_trials=8, other_trials=2,
         norm_lrs=(1e-3, 3e-3, 1e-2, 3e-2), norm_trials=6, maxlr_norms=('pre_ln', 'rmsnorm', 'none'),
         maxlr_trials=2, kss_paths=SMALL_KSS_PATHS, kss_path_trials=(8, 4), n_boot=1000),
+    # the paper's stated recipe on the `small` model (docs/regime.md Part 5, issue 21): 5 epochs of 8,192
+    # sequences at batch 32 (1,280 steps), 100 warmup steps then cosine; recall runs only until it replaces `small`
+    'recipe': dict(
+        recall=dict(model_cfg=dict(d_model=64, n_layer=4, n_head=4, **SMALL_GPT_INIT), epochs=5,
+                    warmup_steps=100, schedule='cosine', batch_size=32, n_train=8192, n_val=512,
+                    profile_n_snapshots=2048),
+        band_lrs=(0.005, 0.007, 0.01), main_trials=8, other_trials=2, dose_trials=4, practice_trials=8,
+        norm_lrs=(1e-3, 3e-3, 1e-2, 3e-2), norm_trials=4, maxlr_norms=('pre_ln', 'rmsnorm', 'none'),
+        maxlr_trials=4, kss_paths=SMALL_KSS_PATHS, kss_path_trials=(8, 4), n_boot=1000),
     'paper': dict(
         recall=dict(model_cfg=dict(d_model=256, n_layer=6, n_head=8, init=defaults.PAPER_INIT,
                                    init_std=defaults.PAPER_INIT_STD),
@@ -111,8 +120,16 @@ def recall_base(profile: str, norm: str = 'none') -> Dict[str, Any]:
 
 
 def method_trials(profile: str, method: str) -> int:
+    """Trials per band LR of a method row: the headline rows `main_trials`; where the plan sets them,
+    the dose x frequency rows `dose_trials` and the practice rows `practice_trials`; else `other_trials`."""
     p = plan(profile)
-    return p['main_trials'] if canonical_method(method) in MAIN_METHODS else p['other_trials']
+    name = canonical_method(method)
+    if name in MAIN_METHODS:
+        return p['main_trials']
+    for table, key in (('dose_frequency', 'dose_trials'), ('practice', 'practice_trials')):
+        if key in p and name in TABLES[table]:
+            return p[key]
+    return p['other_trials']
 
 
 def method_configs(profile: str, methods: Iterable[str], norm: str = 'none') -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:

@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from rksp.experiments.plans import all_recall_configs, kss_path_configs, method_configs, plan
+from rksp.experiments.plans import MAIN_METHODS, all_recall_configs, kss_path_configs, method_configs, plan
 from rksp.experiments.results_io import PROFILES, results_dir, write_table
 from rksp.experiments.tables.kss_paths import kss_path_table
 from rksp.harness.config import TrainConfig
@@ -81,7 +81,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument('--dask-address', default=None)
     ap.add_argument('--kss-paths', action='store_true',
                     help='instead: the KSS gradient-path ablation (issue 13) and its table kss_paths')
+    ap.add_argument('--rows', nargs='+', default=None, metavar='TABLE',
+                    help="instead: only the method rows of these tables (rksp.methods.rows.TABLES keys, e.g. "
+                         "'headline' for No control / Grad clip 1.0 / KSS α=0.15, 'dose_frequency', 'practice'), "
+                         "in that order, packing the run records after each (results/<profile>/runs.tar.xz)")
     a = ap.parse_args(argv)
+    if a.rows:
+        from rksp.experiments.results_io import pack_records
+        from rksp.methods.rows import TABLES
+        bad = [t for t in a.rows if t != 'headline' and t not in TABLES]
+        if bad:
+            ap.error(f"unknown table(s) {bad} (valid: headline, {', '.join(TABLES)})")
+        for t in a.rows:
+            rows = list(MAIN_METHODS) if t == 'headline' else list(TABLES[t])
+            df = run_labeled(method_configs(a.profile, rows), a.profile, executor=a.executor,
+                             dask_address=a.dask_address, progress=True)
+            path = pack_records(a.profile)
+            print(f"  {t}: {df['hash'].nunique()} runs ({int(df['diverged'].fillna(False).astype(bool).sum())} "
+                  f"diverged); records packed into {path}", flush=True)
+        return 0
     if a.kss_paths:
         _, table = run_kss_paths(a.profile, executor=a.executor, dask_address=a.dask_address, progress=True)
         with pd.option_context('display.width', 200, 'display.max_columns', None):

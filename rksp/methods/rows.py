@@ -14,6 +14,8 @@ from rksp.harness.registry import resolve_hooks
 from rksp.methods.stabilizers import GENERIC_LAMBDA, GRAD_PENALTY_LAMBDA, Z_LOSS_COEFF
 
 KSS_ALPHA_SWEEP = (0.01, 0.05, 0.10, 0.15, 0.20)   # (paper) alpha sweep
+KSS_DOSE_EXTRA = (0.50, 2.00)                      # (ours, issue 21) doses beyond the paper's sweep
+KSS_DOSES = (0.15, *KSS_DOSE_EXTRA)                # the dose x frequency grid of docs/regime.md Part 5
 
 _DICT_FIELDS = ('model_cfg', 'optimizer_kwargs', 'data_kwargs')
 
@@ -95,6 +97,10 @@ _METHOD_SPECS: List[tuple] = [
     ('Activation variance reg.', _hook('activation_variance', lam=GENERIC_LAMBDA)),
     ('KSS unstable only', _kss(defaults.KSS_ALPHA, near_unit=False)),
     ('KSS near-unit only', _kss(defaults.KSS_ALPHA, unstable=False)),
+    # issue 21's dose and frequency grid (docs/regime.md Part 5), TABLES['dose_frequency'] only: larger α at the
+    # paper's frequency (every 10 steps, half the layers), and every step on all layers
+    *[(_alpha_name(a), _kss(a)) for a in KSS_DOSE_EXTRA],
+    *[(f'{_alpha_name(a)}, every step, all layers', _kss(a, every=1, layer_fraction=1.0)) for a in KSS_DOSES],
     # not the paper's: two stabilizers practitioners use (issue 21), TABLES['practice'] only
     ('QK-LayerNorm', {'model_cfg': {'qk_norm': True}}),        # GPT only (rksp.models.gpt)
     ('z-loss 1e-4', _hook('z_loss', coeff=Z_LOSS_COEFF)),
@@ -160,6 +166,9 @@ TABLES: Dict[str, List[str]] = {
     'alpha_sweep': [_alpha_name(a) for a in KSS_ALPHA_SWEEP],
     # not a paper table: the reference and the two rows practitioners use (issue 21)
     'practice': ['No control', 'QK-LayerNorm', 'z-loss 1e-4'],
+    # issue 21: KSS dose x frequency (docs/regime.md Part 5)
+    'dose_frequency': ['No control', *[_alpha_name(a) for a in KSS_DOSES],
+                       *[f'{_alpha_name(a)}, every step, all layers' for a in KSS_DOSES]],
 }
 
 
