@@ -45,7 +45,7 @@ import pandas as pd
 # The smoke runs (30 steps, near-threshold LRs) and the small sample give the rate below as the
 # upper end of the exact 95% interval; FLIP_QUANTILE makes a row fail about once in 1000 tables
 # by chance alone.
-FLIP_RATE_BOUND = 0.16
+FLIP_RATE_BOUND = 0.172   # the current regime's 3/48 (docs/kernel-sets.md; the older samples gave <= 0.159)
 FLIP_QUANTILE = 0.999
 INIT_ATOL, INIT_RTOL = 1e-4, 1e-3
 KAPPA_LOG10_ATOL = 0.05    # kappa: |log10 fresh - log10 committed| (the argument in the docstring)
@@ -73,6 +73,10 @@ CLASSES: List[Tuple[str, str]] = [
               r'mechanism_paper|kss_path|overrides)$'),
     # the KSS gradient-path ablation: applications stop when a run diverges; ratios come from trained runs
     ('outcome', r'^(n_applications|ratio_\w+|share_\w+)$'),
+    # time to divergence (tables.methods.time_to_divergence, survival_curve): every number follows the labels
+    ('exact', r'^(reference|ci|n_pairs)$'),
+    ('outcome', r'^(n_censored|se|ci_lo|ci_hi|max_step|median_step\w*|hr\w*|n_later|n_earlier|logrank_p|'
+                r'paired_p\w*)$'),
     ('outcome', r'^(acc\w*|auroc|lo|hi|p|value|\w*_ci_lo\w*|\w*_ci_hi\w*|fisher_p\w*|ece|mce|model_pct|'
                 r'coef_\w+|r|spearman_\w+|cochran_armitage_\w+|m_near_unit_end\w*|rho_end|'
                 r'delta_m_near_unit|increase\w*|max_lr\w*|ppl_mean|ppl_sd|best_lr_in_band|step)$'),
@@ -149,8 +153,12 @@ def invariants(df: pd.DataFrame, name: str = '') -> List[str]:
         n = num['n']
         for c in ('n_div', 'n_div_total_grad', 'n_pos', 'n_converged', 'n_m_end'):
             if c in num:
-                ok = ~np.isnan(num[c]) & ~np.isnan(n)
-                bad(c, ok & ((num[c] < 0) | (num[c] > n)), 'not within [0, n]')
+                # a table with n_runs (the stratum's runs) counts its divergences among those, while its n
+                # is the runs a predictor could be read for (table2_by_norm: the gradient baselines leave
+                # out runs that stopped before their step)
+                denom = num['n_runs'] if (c.startswith('n_div') and 'n_runs' in num) else n
+                ok = ~np.isnan(num[c]) & ~np.isnan(denom)
+                bad(c, ok & ((num[c] < 0) | (num[c] > denom)), f"not within [0, {'n_runs' if denom is not n else 'n'}]")
         if 'n_div' in num and 'div_pct' in num:
             v, k = num['div_pct'], num['n_div']
             ok = ~(np.isnan(v) | np.isnan(k) | np.isnan(n)) & (n > 0)
