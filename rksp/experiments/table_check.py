@@ -86,6 +86,8 @@ OVERRIDES: Dict[Tuple[str, str], str] = {('fig3_scale_trend', c): 'init' for c i
 # the cross-validated calibration variants need both classes in every fold: their n is 0 when too few
 # runs diverged, so it (and n_pos) follows the labels (measured: 15 under one kernel set, 0 under another)
 OVERRIDES[('appH_calibration', 'n')] = OVERRIDES[('appH_calibration', 'n_pos')] = 'outcome'
+# Table 2 reads a gradient baseline only for runs that reached its step: its n moves with divergence times
+OVERRIDES[('table2_predictors', 'n')] = OVERRIDES[('table2_by_norm', 'n')] = 'count'
 # tables whose set of rows depends on when runs diverged (one row per event step)
 CHAOTIC_ROWS = {'table3_survival': ('method', 'label')}
 
