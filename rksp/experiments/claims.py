@@ -314,12 +314,17 @@ class Claim:
         judge(self)
 
     @property
+    def p_choice(self) -> float:
+        """The raw p with the best-of-k factor: p x (k - 1), capped at 1 (NaN without a p)."""
+        return min(1.0, self.p * max(1, self.choice_k - 1)) if not _nan(self.p) else float("nan")
+
+    @property
     def p_raw_for_family(self) -> float:
-        """The p that enters Holm: raw p times (k - 1) for a best-of-k choice; NaN when the claim is
-        not tested (a value claim, matched by design, too little information, stand-in evidence)."""
+        """The p that enters Holm (:attr:`p_choice`); NaN when the claim is not tested (a value claim,
+        matched by design, too little information, stand-in evidence, no value)."""
         if self.kind != EFFECT or self.by_design or self.information or self.stand_in or _nan(self.ours):
             return float("nan")
-        return min(1.0, self.p * max(1, self.choice_k - 1)) if not _nan(self.p) else float("nan")
+        return self.p_choice
 
     @classmethod
     def interval(cls, id: str, description: str, paper_value: Any, ours: float,
@@ -365,7 +370,7 @@ def judge(c: Claim, p_adjusted: float | None = None) -> Claim:
         # claims outside the tested family (matched by design, too little information, stand-in) still
         # report their direction, on the unadjusted p (times k - 1)
         tested = not _nan(c.p_adjusted)
-        p_dir = c.p_adjusted if tested else (min(1.0, c.p * max(1, c.choice_k - 1)) if not _nan(c.p) else c.p)
+        p_dir = c.p_adjusted if tested else c.p_choice
         c.direction, dir_txt = direction_criterion(c.ours, c.ours_ci, c.expected_sign, p_dir)
         if not tested and not _nan(c.p):
             dir_txt = dir_txt.replace("p_adj", "p (unadjusted: not in the tested family)")
@@ -454,7 +459,7 @@ def claim_from_row(row: Any) -> Claim:
                  int(_float(g("expected_sign"))) if kind == EFFECT else None, p=_float(g("p")),
                  p_method=_text(g("p_method")), max_width=None if _nan(mw) else mw,
                  information=_text(g("information")), stand_in=_text(g("stand_in")),
-                 by_design=_text(g("by_design")), choice_k=int(_float(g("choice_k")) or 1) if not _nan(g("choice_k")) else 1,
+                 by_design=_text(g("by_design")), choice_k=1 if _nan(g("choice_k")) else int(_float(g("choice_k"))),
                  notes=_text(g("notes")))
 
 
