@@ -107,6 +107,10 @@ ECE_BINS = 10               # (ours)
 SEEDS = (42, 123, 456)      # (paper)
 LR_GRID = (1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 5e-3, 8e-3, 1e-2)  # (ours)
 MAX_LR_DIVERGENCE = 0.20    # (paper) "stable" = < 20% of trials diverged
+MAX_LR_BRACKET = 1.25       # (issue 21, docs/regime.md Part 5) refine a Table 5 grid until the largest stable LR and
+                            # the next unstable one differ by <= this factor (add their geometric midpoint)
+MAX_LR_EXTEND = 3.0         # (ours, Part 5 addendum) a grid with no unstable (stable) LR grows by this factor up (down)
+MAX_LR_LIMITS = (1e-4, 0.3) # (ours, Part 5 addendum) ... but never past these LRs: beyond them a bound is reported
 
 # --- LM corpus: the offline stand-in for WikiText-103 (Table 8; ours, docs/lm-corpus.md) ---------
 LM_STANDIN_CORPUS = 'news-articles'  # (ours) real English news prose fetched by `make fetch-corpus`; used where a plan

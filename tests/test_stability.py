@@ -114,3 +114,65 @@ def test_max_stable_lr_tiny_no_norm_and_resume(tmp_path):
     max_lr3, t3 = max_stable_lr(TINY, lrs, 2, {'alpha': 0.15, 'rank': 8}, out_dir=tmp_path)
     assert t3.attrs['n_run'] == 4 and len(list(tmp_path.glob('*.json'))) == 8
     assert max_lr3 == 1e-3
+
+
+def _arm(counts):
+    """runs of one Table 5 arm: {lr: (n_diverged, n)} -> the frame max_lr_summary reads."""
+    from rksp.experiments.stability import max_lr_summary
+    rows = [{'lr': lr, 'diverged': i < k, 'status': 'ok'} for lr, (k, n) in counts.items() for i in range(n)]
+    return max_lr_summary(pd.DataFrame(rows))
+
+
+def test_bracket_rule_adds_the_geometric_midpoint_until_within_ratio():
+    from rksp.experiments.stability import next_bracket_lr
+    # stable up to 1e-2, unstable at 3e-2: midpoint sqrt(3e-4) = 0.0173 (3 significant digits)
+    assert next_bracket_lr(_arm({1e-3: (0, 4), 1e-2: (0, 4), 3e-2: (4, 4)})) == pytest.approx(0.0173)
+    # the criterion is < 20 %: 1 of 4 diverged at 0.0173 is unstable, so the bracket is [1e-2, 0.0173]
+    assert next_bracket_lr(_arm({1e-2: (0, 4), 0.0173: (1, 4), 3e-2: (4, 4)})) == pytest.approx(0.0132)
+    # within 1.25x: decided
+    assert next_bracket_lr(_arm({1e-2: (0, 4), 0.0115: (2, 4), 3e-2: (4, 4)})) is None
+    # a non-monotone grid: the largest stable LR and the next unstable LR above it
+    assert next_bracket_lr(_arm({1e-3: (0, 4), 3e-3: (2, 4), 1e-2: (0, 4), 1.2e-2: (4, 4)})) is None
+
+
+def test_bracket_rule_extends_a_grid_that_has_no_threshold_and_stops_at_its_limits():
+    from rksp.experiments.stability import next_bracket_lr
+    assert next_bracket_lr(_arm({1e-3: (0, 4), 3e-2: (0, 4)})) == pytest.approx(0.09)          # nothing unstable
+    assert next_bracket_lr(_arm({1e-3: (0, 4), 0.27: (0, 4)})) is None                          # 0.81 > 0.3
+    assert next_bracket_lr(_arm({1e-3: (4, 4), 3e-2: (4, 4)})) == pytest.approx(3.33e-4)       # nothing stable
+    assert next_bracket_lr(_arm({1.11e-4: (1, 4), 3e-2: (4, 4)})) is None                       # 3.7e-5 < 1e-4
+    assert next_bracket_lr({'lrs': [], 'max_lr': None}) is None                               # no runs
+
+
+def test_maxlr_runs_refines_each_arm_by_the_rule(monkeypatch):
+    """The driver on a fake trainer whose runs diverge above a per-arm threshold: it stops with
+    every arm's bracket within 1.25x, and a second call (everything cached) adds nothing."""
+    from rksp.experiments import plans, runs
+    profile = 'recipe'
+    thr = {('pre_ln', False): 0.02, ('pre_ln', True): 0.05, ('rmsnorm', False): 0.02, ('rmsnorm', True): 0.05,
+           ('none', False): 0.004, ('none', True): 0.006}
+    trained = []
+
+    def fake_run_labeled(labeled, profile, **kw):
+        out = []
+        for lab, c in labeled:
+            key = (c['model_cfg']['norm'], bool(c.get('hooks')))
+            trained.append((key, c['lr'], c['seed']))
+            out.append({**lab, 'lr': c['lr'], 'seed': c['seed'], 'hash': f"{key}{c['lr']}{c['seed']}",
+                        'diverged': c['lr'] > thr[key], 'status': 'ok'})
+        return pd.DataFrame(out)
+
+    monkeypatch.setattr(runs, 'run_labeled', fake_run_labeled)
+    rows = runs.maxlr_runs(profile)
+    from rksp.experiments.stability import max_lr_summary
+    for (norm, kss), t in thr.items():
+        arm = rows[(rows['norm'] == norm) & (rows['kss'].astype(bool) == kss)].drop_duplicates('hash')
+        s = max_lr_summary(arm)
+        assert s['max_lr'] is not None and s['max_lr'] <= t
+        above = [x for x in s['lrs'] if x > s['max_lr']]
+        assert above and above[0] / s['max_lr'] <= 1.25 + 1e-9, (norm, kss, s['lrs'])
+    assert rows.attrs['maxlr_extra_lrs']
+    # every added LR has the plan's maxlr_trials seeds
+    n = plans.plan(profile)['maxlr_trials']
+    added = pd.DataFrame(trained, columns=['arm', 'lr', 'seed']).drop_duplicates()
+    assert (added.groupby(['arm', 'lr'])['seed'].nunique() >= n).all()

@@ -92,7 +92,7 @@ PLANS: Dict[str, Dict[str, Any]] = {
                     profile_n_snapshots=2048),
         band_lrs=(0.005, 0.007, 0.01), main_trials=8, other_trials=2, dose_trials=4, practice_trials=8,
         norm_lrs=(1e-3, 3e-3, 1e-2, 3e-2), norm_trials=4, maxlr_norms=('pre_ln', 'rmsnorm', 'none'),
-        maxlr_trials=4, kss_paths=SMALL_KSS_PATHS, kss_path_trials=(8, 4), n_boot=1000),
+        maxlr_trials=4, maxlr_refine=True, kss_paths=SMALL_KSS_PATHS, kss_path_trials=(8, 4), n_boot=1000),
     'paper': dict(
         recall=dict(model_cfg=dict(d_model=256, n_layer=6, n_head=8, init=defaults.PAPER_INIT,
                                    init_std=defaults.PAPER_INIT_STD),
@@ -206,17 +206,20 @@ def kss_path_configs(profile: str, paths: Optional[Sequence[str]] = None,
     return out
 
 
-def maxlr_configs(profile: str) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+def maxlr_configs(profile: str, extra_lrs: Optional[Dict[Tuple[str, bool], Sequence[float]]] = None
+                  ) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
     """[(labels, config)] of Table 5: each of the plan's norms x (without, with KSS α=0.15) x the
     normalization-sweep LRs and the plan's `maxlr_extra_lrs` (a finer grid); No-Norm also gets
-    the LR band, where the method rows already ran."""
+    the LR band, where the method rows already ran. `extra_lrs` {(norm, kss): LRs} adds the LRs
+    the bracket rule chose for one arm (`runs.maxlr_runs`, docs/regime.md Part 5)."""
     p = plan(profile)
     lrs = sorted(set(p['norm_lrs']) | set(p.get('maxlr_extra_lrs', ())))
     out = []
     for norm in p['maxlr_norms']:
         for kss in (False, True):
             m = 'KSS α=0.15' if kss else REFERENCE
-            for lab, c in norm_configs(profile, [norm], lrs=lrs, trials=p.get('maxlr_trials')):
+            arm_lrs = sorted(set(lrs) | set((extra_lrs or {}).get((norm, kss), ())))
+            for lab, c in norm_configs(profile, [norm], lrs=arm_lrs, trials=p.get('maxlr_trials')):
                 c = apply_method(c, m, validate=False) if kss else c
                 out.append(({'norm': norm, 'method': m, 'kss': kss}, c))
             if norm == 'none':

@@ -9,7 +9,8 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from rksp.experiments.plans import MAIN_METHODS, all_recall_configs, kss_path_configs, method_configs, plan
+from rksp.experiments.plans import (MAIN_METHODS, all_recall_configs, kss_path_configs, maxlr_configs, method_configs,
+                                   plan, recall_pool)
 from rksp.experiments.results_io import PROFILES, results_dir, write_table
 from rksp.experiments.tables.kss_paths import kss_path_table
 from rksp.harness.config import TrainConfig
@@ -46,6 +47,38 @@ def run_kss_paths(profile: str, paths: Optional[Sequence[str]] = None, executor:
     rows = run_labeled(kss_path_configs(profile, paths), profile, executor=executor,
                        dask_address=dask_address, progress=progress, **run_kwargs)
     return rows, save(kss_path_table(rows), profile, 'kss_paths')
+
+
+def maxlr_runs(profile: str, executor: str = 'local', dask_address: Optional[str] = None,
+               progress: bool = False, max_rounds: int = 12, **run_kwargs) -> pd.DataFrame:
+    """Table 5's runs (notebook 07): `maxlr_configs`, then, where the plan sets `maxlr_refine`, the
+    bracket rule of docs/regime.md Part 5 (`stability.next_bracket_lr`) arm by arm: add the LR it
+    names, `maxlr_trials` seeds, train, repeat until no arm needs one. Deterministic given the
+    runs, so a rebuild from committed records finds the same grid without training."""
+    from rksp.experiments.stability import max_lr_summary, next_bracket_lr
+    from rksp.experiments.tables.common import dedupe_runs, ok_runs
+    p = plan(profile)
+    extra: Dict[Tuple[str, bool], list] = {}
+    for rnd in range(max_rounds + 1):
+        rows = run_labeled(maxlr_configs(profile, extra), profile, executor=executor, dask_address=dask_address,
+                           progress=progress, **run_kwargs)
+        if not p.get('maxlr_refine'):
+            return rows
+        ok = dedupe_runs(ok_runs(rows), ['norm', 'kss'])
+        added = []
+        for norm in p['maxlr_norms']:
+            for kss in (False, True):
+                arm = ok[(ok['norm'] == norm) & (ok['kss'].astype(bool) == kss)]
+                lr = next_bracket_lr(max_lr_summary(arm)) if len(arm) else None
+                if lr is not None:
+                    extra.setdefault((norm, kss), []).append(lr)
+                    added.append(f"{norm}{' + KSS' if kss else ''}: {lr:g}")
+        rows.attrs['maxlr_extra_lrs'] = {f"{n}|{k}": v for (n, k), v in extra.items()}
+        if not added:
+            return rows
+        if progress:
+            print(f"  Table 5 bracket round {rnd + 1}: adding " + ', '.join(added), flush=True)
+    raise RuntimeError(f"Table 5's bracket rule did not settle in {max_rounds} rounds (added: {extra})")
 
 
 def save_claims(claims: Iterable[Any], profile: str, name: str) -> pd.DataFrame:
@@ -112,8 +145,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def prefetch(profile: str, executor: str = 'local', dask_address: Optional[str] = None) -> pd.DataFrame:
     """Train (or reuse) every recall run of the profile into the shared cache, with a progress bar:
     the `runs` stage of `make reproduce` and `rksp runs PROFILE`."""
+    refine = bool(plan(profile).get('maxlr_refine'))
+    if refine:   # docs/regime.md Part 5's priority: the normalization sweep, then Table 5 with its bracket rounds
+        run_labeled(recall_pool(profile), profile, executor=executor, dask_address=dask_address, progress=True)
+        maxlr_runs(profile, executor=executor, dask_address=dask_address, progress=True)
     df = run_labeled(all_recall_configs(profile), profile, executor=executor, dask_address=dask_address,
                      progress=True)
+    if refine:   # the bracket rule's added LRs (all cached by now)
+        t5 = maxlr_runs(profile, executor=executor, dask_address=dask_address)
+        df = pd.concat([df, t5[~t5['hash'].isin(df['hash'])]], ignore_index=True)
     print(f"  {df['hash'].nunique()} recall runs in {runs_dir(profile)} "
           f"({df.attrs.get('n_cached', 0)} were cached)", flush=True)
     return df

@@ -267,3 +267,30 @@ def max_lr_summary(runs: pd.DataFrame, threshold: float = defaults.MAX_LR_DIVERG
 
 def fmt_lr(x: float) -> str:
     return f"{float(x):g}"
+
+
+def next_bracket_lr(summary: Dict[str, Any], ratio: float = defaults.MAX_LR_BRACKET,
+                    extend: float = defaults.MAX_LR_EXTEND,
+                    limits: Tuple[float, float] = defaults.MAX_LR_LIMITS) -> Optional[float]:
+    """The LR to add to one arm's Table 5 grid (docs/regime.md Part 5 and its addendum), or None when
+    the grid decides it. `summary` is `max_lr_summary` of the arm's runs. With a largest stable LR and
+    an unstable LR above it farther than `ratio`, their geometric midpoint (3 significant digits);
+    with no unstable LR, the top LR x `extend`; with no stable LR, the bottom LR / `extend`; never
+    past `limits` (then the max stable LR stays a bound of the grid)."""
+    lrs = sorted(summary['lrs'])
+    if not lrs:
+        return None
+    lo_lim, hi_lim = limits
+    best = summary['max_lr']
+    if best is None:                               # nothing stable: look below the grid
+        new = lrs[0] / extend
+        return float(f"{new:.3g}") if new >= lo_lim * (1 - 1e-9) else None
+    above = [x for x in lrs if x > best]
+    if not above:                                  # nothing unstable above: look above the grid
+        new = lrs[-1] * extend
+        return float(f"{new:.3g}") if new <= hi_lim * (1 + 1e-9) else None
+    nxt = above[0]
+    if nxt / best <= ratio * (1 + 1e-9):
+        return None
+    mid = float(f"{float(np.sqrt(best * nxt)):.3g}")
+    return mid if best < mid < nxt else None
