@@ -105,6 +105,11 @@ PLANS: Dict[str, Dict[str, Any]] = {
 }
 
 
+# profiles whose plans cover only the recall notebooks (01-07), their claims (12) and notebook 13; `make
+# reproduce PROFILE=recipe` runs these and no pretrained-profile stage (the LM, ViT and architecture plans are small's)
+RECALL_ONLY_PROFILES = {'recipe': ('01', '02', '03', '04', '05', '06', '07', '12', '13')}
+
+
 def plan(profile: str) -> Dict[str, Any]:
     if profile not in PLANS:
         raise ValueError(f"unknown profile {profile!r} (valid: {', '.join(PROFILES)})")
