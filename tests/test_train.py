@@ -250,6 +250,20 @@ def test_synthetic_lm_task_reports_ppl():
     assert rec['model_config']['vocab_size'] == 64
     assert rec['val_ppl'] == pytest.approx(math.exp(rec['val_loss']))
     assert 0 <= rec['val_acc'] <= 1 and rec['data_name'].startswith('synthetic-LM')
+    # the yardstick beside every perplexity (issue 22): a finite unigram PPL, at most the vocabulary size
+    # (add-one over 64 ids can only beat uniform on these counts) and the same for every seed of this data
+    assert 1 < rec['unigram_ppl'] <= 64 + 1e-9
+
+
+def test_lm_unigram_ppl_is_the_add_one_unigram_of_the_val_targets():
+    from rksp.harness.build import lm_unigram_ppl
+    import torch
+    xt = torch.tensor([[0, 1, 2, 3]])
+    # every id once in train: add-one p = 2/8 for each, ppl 4; the first val position is not a target
+    assert lm_unigram_ppl(xt, torch.tensor([[3, 0, 1, 2]]), 4) == pytest.approx(4.0)
+    # targets only id 0, seen 3 times of 4 in train: p = 4/8 -> ppl 2
+    assert lm_unigram_ppl(torch.tensor([[0, 0, 0, 1]]), torch.tensor([[1, 0, 0]]), 4) == pytest.approx(8 / 4)
+    assert math.isnan(lm_unigram_ppl(xt, torch.tensor([[1]]), 4))       # no target position
 
 
 def test_epochs_logging_and_schedule():

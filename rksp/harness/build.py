@@ -33,6 +33,7 @@ class TaskData:
     vocab_size: Optional[int] = None
     num_classes: Optional[int] = None
     seq_len: Optional[int] = None
+    unigram_ppl: float = float('nan')   # LM: add-one unigram perplexity of the val targets, counts of x_train
 
     @property
     def n_train(self) -> int:
@@ -53,6 +54,16 @@ def _chunk_tokens(t: torch.Tensor, seq_len: Optional[int]) -> torch.Tensor:
     return t[: n * seq_len].reshape(n, seq_len).long()
 
 
+def lm_unigram_ppl(x_train: torch.Tensor, x_val: torch.Tensor, vocab_size: int) -> float:
+    """The yardstick reported beside every LM perplexity (issue 22): the add-one unigram perplexity of
+    the validation targets (`x_val[:, 1:]`, the positions the model is scored on) under the token
+    counts of the run's own training windows."""
+    from rksp.data.lm_corpus import unigram_perplexity
+    if x_train.numel() == 0 or x_val.ndim != 2 or x_val.shape[0] == 0 or x_val.shape[1] < 2:
+        return float('nan')
+    return float(unigram_perplexity(x_train.reshape(-1).numpy(), x_val[:, 1:].reshape(-1).numpy(), int(vocab_size)))
+
+
 def load_task_data(c: TrainConfig) -> TaskData:
     """Build the run's train / val data (deterministic in `data_seed`)."""
     if c.task in ('recall', 'synthetic_lm'):
@@ -63,7 +74,8 @@ def load_task_data(c: TrainConfig) -> TaskData:
                             vocab_size=task.vocab_size, num_classes=task.vocab_size, seq_len=task.seq_len)
         xt, xv = task.train(), task.val()
         return TaskData('lm', xt, None, xv, None, task.data_name, bool(task.is_standin),
-                        vocab_size=task.vocab_size, seq_len=task.seq_len)
+                        vocab_size=task.vocab_size, seq_len=task.seq_len,
+                        unigram_ppl=lm_unigram_ppl(xt, xv, task.vocab_size))
     if c.task == 'wikitext103':
         from rksp.data import load_lm_corpus
         kw = dict(c.data_kwargs)
@@ -80,7 +92,8 @@ def load_task_data(c: TrainConfig) -> TaskData:
         if c.n_val is not None:
             xv = xv[: c.n_val]
         return TaskData('lm', xt, None, xv, None, str(corpus.data_name), bool(corpus.is_standin),
-                        vocab_size=int(corpus.vocab_size), seq_len=int(xt.shape[1]))
+                        vocab_size=int(corpus.vocab_size), seq_len=int(xt.shape[1]),
+                        unigram_ppl=lm_unigram_ppl(xt, xv, int(corpus.vocab_size)))
     if c.task == 'cifar10':
         from rksp.data import load_image_data
         kw = dict(c.data_kwargs)

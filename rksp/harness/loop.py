@@ -54,7 +54,9 @@ Record schema (`train` returns it; every value is JSON-serializable; NaN/inf
 are kept and written by `json` as NaN/Infinity):
   schema_version, status ('ok'), hash (config_hash of `config`), config (dict),
   task_kind ('recall'|'lm'|'image'), data_name, data_is_standin, n_train, n_val,
-  seq_len, model_config (resolved GPTConfig/ViTConfig as dict), n_params,
+  seq_len, unigram_ppl (LM runs only: the add-one unigram perplexity of the val targets under
+  the training windows' token counts, the yardstick of val_ppl), model_config (resolved
+  GPTConfig/ViTConfig as dict), n_params,
   init, init_std (the weight init, `model_cfg.init` / `init_std`: 'gpt2' | 'normal' | 'torch' for
   GPT, 'gpt2' for MoE, 'model_default' for the other models; a config without `init` is 'gpt2'),
   device (the torch device the run used, e.g. 'cpu' or 'cuda:0'; `config.device` may say 'auto'),
@@ -372,6 +374,7 @@ def setup(cfg: TrainConfig, hk: HookList, device: torch.device) -> Run:
         'schema_version': SCHEMA_VERSION, 'status': 'ok', 'hash': config_hash(cfg_dict), 'config': cfg_dict,
         'task_kind': data.kind, 'data_name': data.data_name, 'data_is_standin': data.is_standin,
         'n_train': data.n_train, 'n_val': data.n_val, 'seq_len': data.seq_len,
+        **({'unigram_ppl': data.unigram_ppl} if data.kind == 'lm' else {}),
         'model_config': to_jsonable(model_config), 'n_params': int(n_params),
         **init_fields(cfg.model, model_config), 'device': str(device),
         'profile': None, 'profile_error': None, 'steps_planned': int(steps), 'extras': {},

@@ -54,7 +54,7 @@ _KEY_FIELDS = ('task', 'lm_mode', 'model', 'preset', 'optimizer', 'lr', 'weight_
 _MODEL_FIELDS = ('norm', 'd_model', 'n_layer', 'n_head', 'n_experts', 'top_k', 'spline_order', 'init_std')
 
 _RESULT_FIELDS = ('data_name', 'data_is_standin', 'n_params', 'profile_error', 'diverged', 'div_step', 'div_reason',
-                  'div_step_total_grad', 'steps_done', 'final_train_loss', 'val_loss', 'val_acc', 'val_ppl',
+                  'div_step_total_grad', 'steps_done', 'final_train_loss', 'val_loss', 'val_acc', 'val_ppl', 'unigram_ppl',
                   'grad_norm_step1', 'grad_norm_step100', 'grad_var_1_100', 'loss_spikes_1_500')
 
 

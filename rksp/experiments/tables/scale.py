@@ -116,13 +116,19 @@ def kss_table(rows: pd.DataFrame, by: Sequence[str], methods: Sequence[str] = SC
             ppl = ppl[np.isfinite(ppl)]
             acc = pd.to_numeric(conv.get('val_acc', pd.Series(dtype=float)), errors='coerce').dropna()
             params = pd.to_numeric(gm.get('n_params', pd.Series(dtype=float)), errors='coerce').dropna()
+            u = pd.to_numeric(gm.get('unigram_ppl', pd.Series(dtype=float)), errors='coerce').dropna()
+            uni = float(u.mean()) if len(u) else np.nan
             extra.append({'lrs': ', '.join(fmt_lr(x) for x in sorted(set(gm['lr']))) if 'lr' in gm else '',
                           'n_params': int(params.median()) if len(params) else np.nan,
                           'n_converged': int(len(conv)),
                           'acc_sd': 100.0 * float(acc.std(ddof=1)) if len(acc) > 1 else np.nan,
                           'ppl_mean': float(ppl.mean()) if len(ppl) else np.nan,
                           'ppl_sd': float(ppl.std(ddof=1)) if len(ppl) > 1 else np.nan,
-                          'ppl_n': int(len(ppl))})
+                          'ppl_n': int(len(ppl)),
+                          # issue 22: the yardstick beside every perplexity (the run's add-one unigram PPL of its
+                          # val targets; the same for every run of a data setting) and the ratio to it
+                          'unigram_ppl': uni, 'ppl_over_unigram': float(ppl.mean()) / uni
+                          if len(ppl) and np.isfinite(uni) and uni > 0 else np.nan})
         t = pd.concat([t, pd.DataFrame(extra)], axis=1)
         for col, val in reversed(list(zip(by, key))):
             t.insert(0, col, val)
