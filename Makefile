@@ -43,7 +43,8 @@ smoke-reference: venv
 	rm -rf results/smoke/tables && mkdir -p results/smoke && cp -r $$tmp/smoke/tables results/smoke/tables && \
 	cp $$tmp/smoke/claims.csv results/smoke/claims.csv
 
-reproduce: venv
+# retraining small / paper reads the news-articles corpus (Table 8, docs/lm-regime.md): fetched first (once)
+reproduce: venv $(if $(RETRAIN),$(if $(filter small paper,$(PROFILE)),fetch-corpus,),)
 	$(PY) -m rksp reproduce --profile $(PROFILE) --executor $(EXECUTOR) $(if $(DASK_ADDRESS),--dask-address $(DASK_ADDRESS),) $(if $(RETRAIN),--retrain,)
 
 bench: venv

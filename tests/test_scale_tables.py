@@ -167,6 +167,13 @@ def test_table8_and_lm_claims():
     assert b['paper_model'] == 'Small d=256, L=6' and b['paper_div_of_24'] == 2 and k['paper_ppl'] == 52.1
     assert t.columns[-1] == 'data' and 'NOT WikiText-103' in b['data']
     claims = {c.id: c for c in S.lm_claims(df, df, t, n_boot=200)}
+    # T8.ppl pairs only at the LRs where every Baseline run converged: at 1e-2 one diverged, so no pair
+    assert claims['T8.ppl'].direction == 'not significant' and 'converged ()' in claims['T8.ppl'].notes
+    # a second LR where every Baseline run converged: its pairs are the evidence
+    df2 = frame(base, kss, lm_runs('Baseline', [100, 110, 120, 130, 125, 115], [False] * 6, lr=3e-3),
+                lm_runs('KSS', [90, 99, 108, 117, 111, 104], [False] * 6, lr=3e-3))
+    claims = {c.id: c for c in S.lm_claims(df2, df2, S.table8(df2), n_boot=200)}
+    assert 'converged (0.003), 6 pairs' in claims['T8.ppl'].notes
     # a stand-in corpus cannot test the WikiText claim: criteria reported, verdict inconclusive
     assert claims['T8.ppl'].direction == "paper's direction" and claims['T8.ppl'].ours < 0
     assert claims['T8.ppl'].verdict == INCONCLUSIVE and 'stand-in' in claims['T8.ppl'].stand_in

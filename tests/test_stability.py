@@ -171,7 +171,7 @@ def test_maxlr_runs_refines_each_arm_by_the_rule(monkeypatch):
         assert s['max_lr'] is not None and s['max_lr'] <= t
         above = [x for x in s['lrs'] if x > s['max_lr']]
         assert above and above[0] / s['max_lr'] <= 1.25 + 1e-9, (norm, kss, s['lrs'])
-    assert rows.attrs['maxlr_extra_lrs']
+    assert rows.attrs['bracket_extra_lrs']
     # every added LR has the plan's maxlr_trials seeds
     n = plans.plan(profile)['maxlr_trials']
     added = pd.DataFrame(trained, columns=['arm', 'lr', 'seed']).drop_duplicates()

@@ -273,8 +273,15 @@ LM_PLANS: Dict[str, Dict[str, Any]] = {
                     sizes={'d=64, L=2': dict(d_model=64, n_layer=2, n_head=4, **SMALL_GPT_INIT)},
                     lrs=(0.02, 0.025), trials=6,
                     cfg=dict(lm_mode='mixed', seq_len=64, vocab_size=1000, n_train=2048, n_val=256)),
-        table8=dict(task='wikitext103', norm='pre_ln', sizes={'d=64, L=2': dict(d_model=64, n_layer=2, n_head=4)},
-                    lrs=(3e-3, 1e-2), trials=6, cfg=dict(seq_len=64, vocab_size=1000, n_val=128)),
+        # issue 22: real English prose (the news-articles stand-in, NOT WikiText-103) in the regime docs/lm-regime.md
+        # chose by its rules (candidate C1: 1.05 M training tokens, 1 epoch, the paper's warmup and cosine), the
+        # LR grid refined per arm by the bracket rule (runs.lm_runs)
+        table8=dict(task='wikitext103', norm='pre_ln',
+                    sizes={'d=64, L=2': dict(d_model=64, n_layer=2, n_head=4, **SMALL_GPT_INIT)},
+                    lrs=(1e-3, 3e-3, 1e-2, 3e-2, 0.1), trials=3, bracket=True,
+                    cfg=dict(schedule='cosine', steps=None, epochs=1, warmup_steps=100, batch_size=32, seq_len=64,
+                             vocab_size=1000, n_train=16384, n_val=512,
+                             data_kwargs=dict(name='news-articles', val_windows='spread'))),
         n_boot=1000),
     # METHOD.md §9: Table 7 350M d=1024 L=24, vocab 10K, seq 256, 20K/2K sequences, 24 trials (norm and LR
     # not stated: Pre-LN as in Table 8, LR 3e-4, 5 epochs, ours); Table 8 Pre-LN, three sizes, 10K steps,
@@ -335,9 +342,11 @@ def _with_method(cfg: Dict[str, Any], method: str) -> Dict[str, Any]:
     return apply_method(cfg, KSS_ROW, validate=False) if method == 'KSS' else cfg
 
 
-def lm_configs(profile: str, table: str) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+def lm_configs(profile: str, table: str, extra_lrs: Optional[Dict[Tuple[str, str], Sequence[float]]] = None
+               ) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
     """[(labels, config)] of Table 7 ('table7', synthetic LM) or Table 8 ('table8', WikiText-103 or its
-    labelled offline stand-in): size x (Baseline, KSS) x LR x trial seed. Labels: table, size, norm, method."""
+    labelled offline stand-in): size x (Baseline, KSS) x LR x trial seed. Labels: table, size, norm, method.
+    `extra_lrs` {(size, method): LRs}: the LRs the bracket rule added to one arm (`runs.lm_runs`)."""
     if table not in ('table7', 'table8'):
         raise ValueError(f"table must be 'table7' or 'table8', got {table!r}")
     p = lm_plan(profile)
@@ -345,7 +354,7 @@ def lm_configs(profile: str, table: str) -> List[Tuple[Dict[str, Any], Dict[str,
     out = []
     for size, mc in t['sizes'].items():
         for m in SCALE_ROWS:
-            for lr in t['lrs']:
+            for lr in sorted(set(t['lrs']) | set((extra_lrs or {}).get((size, m), ()))):
                 for s in trial_seeds(t['trials']):
                     cfg = {**_LM_COMMON, **p['common'], **t['cfg'], 'task': t['task'],
                            'model_cfg': {**mc, 'norm': t['norm']}, 'lr': lr, 'seed': s}

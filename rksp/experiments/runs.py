@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
-from rksp.experiments.plans import (MAIN_METHODS, all_recall_configs, kss_path_configs, maxlr_configs, method_configs,
-                                   plan, recall_pool)
+from rksp.experiments.plans import (MAIN_METHODS, all_recall_configs, kss_path_configs, lm_configs, lm_plan,
+                                   maxlr_configs, method_configs, plan, recall_pool)
 from rksp.experiments.results_io import PROFILES, results_dir, write_table
 from rksp.experiments.tables.kss_paths import kss_path_table
 from rksp.harness.config import TrainConfig
@@ -49,36 +49,56 @@ def run_kss_paths(profile: str, paths: Optional[Sequence[str]] = None, executor:
     return rows, save(kss_path_table(rows), profile, 'kss_paths')
 
 
-def maxlr_runs(profile: str, executor: str = 'local', dask_address: Optional[str] = None,
-               progress: bool = False, max_rounds: int = 12, **run_kwargs) -> pd.DataFrame:
-    """Table 5's runs (notebook 07): `maxlr_configs`, then, where the plan sets `maxlr_refine`, the
-    bracket rule of docs/regime.md Part 5 (`stability.next_bracket_lr`) arm by arm: add the LR it
-    names, `maxlr_trials` seeds, train, repeat until no arm needs one. Deterministic given the
-    runs, so a rebuild from committed records finds the same grid without training."""
+def bracket_runs(make: Callable[[Dict[tuple, list]], Sequence[Tuple[Dict[str, Any], Dict[str, Any]]]],
+                 arms: Sequence[str], profile: str, name: str = 'recall', refine: bool = True,
+                 executor: str = 'local', dask_address: Optional[str] = None, progress: bool = False,
+                 max_rounds: int = 12, **run_kwargs) -> pd.DataFrame:
+    """Runs of a max-stable-LR grid, refined by the bracket rule of docs/regime.md Part 5
+    (`stability.next_bracket_lr`): `make(extra)` lists the [(labels, config)] of the grid plus the
+    added LRs `extra` {arm key: [LR, ...]} (arm key: the values of the label columns `arms`); train
+    them, ask the rule for each arm's next LR, repeat until no arm needs one. Deterministic given
+    the runs, so a rebuild from committed records finds the same grid without training."""
     from rksp.experiments.stability import max_lr_summary, next_bracket_lr
     from rksp.experiments.tables.common import dedupe_runs, ok_runs
-    p = plan(profile)
-    extra: Dict[Tuple[str, bool], list] = {}
+    extra: Dict[tuple, list] = {}
     for rnd in range(max_rounds + 1):
-        rows = run_labeled(maxlr_configs(profile, extra), profile, executor=executor, dask_address=dask_address,
+        rows = run_labeled(make(extra), profile, name=name, executor=executor, dask_address=dask_address,
                            progress=progress, **run_kwargs)
-        if not p.get('maxlr_refine'):
+        if not refine:
             return rows
-        ok = dedupe_runs(ok_runs(rows), ['norm', 'kss'])
+        ok = dedupe_runs(ok_runs(rows), list(arms))
         added = []
-        for norm in p['maxlr_norms']:
-            for kss in (False, True):
-                arm = ok[(ok['norm'] == norm) & (ok['kss'].astype(bool) == kss)]
-                lr = next_bracket_lr(max_lr_summary(arm)) if len(arm) else None
-                if lr is not None:
-                    extra.setdefault((norm, kss), []).append(lr)
-                    added.append(f"{norm}{' + KSS' if kss else ''}: {lr:g}")
-        rows.attrs['maxlr_extra_lrs'] = {f"{n}|{k}": v for (n, k), v in extra.items()}
+        for key, arm in ok.groupby(list(arms), sort=False):
+            key = tuple(bool(k) if isinstance(k, (bool, np.bool_)) else k for k in (key if isinstance(key, tuple) else (key,)))
+            lr = next_bracket_lr(max_lr_summary(arm))
+            if lr is not None:
+                extra.setdefault(key, []).append(lr)
+                added.append(f"{' / '.join(map(str, key))}: {lr:g}")
+        rows.attrs['bracket_extra_lrs'] = {' | '.join(map(str, k)): v for k, v in extra.items()}
         if not added:
             return rows
         if progress:
-            print(f"  Table 5 bracket round {rnd + 1}: adding " + ', '.join(added), flush=True)
-    raise RuntimeError(f"Table 5's bracket rule did not settle in {max_rounds} rounds (added: {extra})")
+            print(f"  bracket round {rnd + 1}: adding " + ', '.join(added), flush=True)
+    raise RuntimeError(f"the bracket rule did not settle in {max_rounds} rounds (added: {extra})")
+
+
+def maxlr_runs(profile: str, executor: str = 'local', dask_address: Optional[str] = None,
+               progress: bool = False, **run_kwargs) -> pd.DataFrame:
+    """Table 5's runs (notebook 07): `maxlr_configs`, refined arm by arm (norm x with / without KSS)
+    by `bracket_runs` where the plan sets `maxlr_refine`."""
+    return bracket_runs(lambda extra: maxlr_configs(profile, extra), ['norm', 'kss'], profile,
+                        refine=bool(plan(profile).get('maxlr_refine')), executor=executor,
+                        dask_address=dask_address, progress=progress, **run_kwargs)
+
+
+def lm_runs(profile: str, table: str, executor: str = 'local', dask_address: Optional[str] = None,
+            progress: bool = False, **run_kwargs) -> pd.DataFrame:
+    """The runs of Table 7 or 8 (notebook 08, cache `results/<profile>/runs/lm`): `lm_configs`, refined
+    arm by arm (size x Baseline / KSS) by `bracket_runs` where the table's plan sets `bracket`
+    (docs/lm-regime.md §3)."""
+    return bracket_runs(lambda extra: lm_configs(profile, table, extra), ['size', 'method'], profile, name='lm',
+                        refine=bool(lm_plan(profile)[table].get('bracket')), executor=executor,
+                        dask_address=dask_address, progress=progress, **run_kwargs)
 
 
 def save_claims(claims: Iterable[Any], profile: str, name: str) -> pd.DataFrame:

@@ -79,6 +79,11 @@ def load_task_data(c: TrainConfig) -> TaskData:
     if c.task == 'wikitext103':
         from rksp.data import load_lm_corpus
         kw = dict(c.data_kwargs)
+        # which n_val windows: 'first' (the stream's first ones, the default) or 'spread' (evenly spaced over the
+        # whole validation stream, so a perplexity is not that of a few documents; docs/lm-regime.md)
+        val_windows = kw.pop('val_windows', 'first')
+        if val_windows not in ('first', 'spread'):
+            raise ConfigError(f"data_kwargs val_windows must be 'first' or 'spread', got {val_windows!r}")
         kw.setdefault('seed', data_seed(c))
         if c.seq_len is not None:
             kw.setdefault('seq_len', c.seq_len)
@@ -89,7 +94,9 @@ def load_task_data(c: TrainConfig) -> TaskData:
         xt, xv = _chunk_tokens(corpus.train, seq_len), _chunk_tokens(corpus.val, seq_len)
         if c.n_train is not None:
             xt = xt[: c.n_train]     # the loader already permuted the train windows by seed
-        if c.n_val is not None:
+        if c.n_val is not None and val_windows == 'spread' and c.n_val < len(xv):
+            xv = xv[torch.as_tensor(np.unique(np.linspace(0, len(xv) - 1, c.n_val).round().astype(np.int64)))]
+        elif c.n_val is not None:
             xv = xv[: c.n_val]
         return TaskData('lm', xt, None, xv, None, str(corpus.data_name), bool(corpus.is_standin),
                         vocab_size=int(corpus.vocab_size), seq_len=int(xt.shape[1]),
