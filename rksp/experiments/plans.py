@@ -28,6 +28,7 @@ paired by (lr, seed). The cross-architecture plans (Tables 11, 16-18) are `ARCHI
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from rksp import defaults
@@ -122,6 +123,14 @@ def recall_base(profile: str, norm: str = 'none') -> Dict[str, Any]:
     cfg = {**_RECALL_COMMON, **p}
     cfg['model_cfg'] = {**p['model_cfg'], 'norm': norm}
     return cfg
+
+
+def recall_steps(profile: str) -> int:
+    """Training steps of a recall run of `profile` (the horizon): `steps`, else ceil(epochs x n_train / batch)."""
+    p = plan(profile)['recall']
+    if p.get('steps') is not None:
+        return int(p['steps'])
+    return max(1, math.ceil(p['epochs'] * p['n_train'] / p['batch_size']))
 
 
 def method_trials(profile: str, method: str) -> int:

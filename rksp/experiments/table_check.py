@@ -80,6 +80,10 @@ CLASSES: List[Tuple[str, str]] = [
     ('outcome', r'^(acc\w*|auroc|lo|hi|p|value|\w*_ci_lo\w*|\w*_ci_hi\w*|fisher_p\w*|ece|mce|model_pct|'
                 r'coef_\w+|r|spearman_\w+|cochran_armitage_\w+|m_near_unit_end\w*|rho_end|'
                 r'delta_m_near_unit|increase\w*|max_lr\w*|ppl_mean|ppl_sd|best_lr_in_band|step)$'),
+    # delay vs prevention (tables.delay): the KSS schedule of a row; the attention diagnostic, one row per run
+    ('exact', r'^(frequency|run|seed)$'),
+    ('init', r'^max_logit_step1$'),
+    ('outcome', r'^(diverged|div_step|steps_done|\w+_onset_step|first_sign)$'),
 ]
 # the scale trend is fitted to profiles of fixed models (no training): init-like
 OVERRIDES: Dict[Tuple[str, str], str] = {('fig3_scale_trend', c): 'init' for c in ('slope', 'intercept', 'r')}

@@ -8,5 +8,7 @@
     scale.py          Tables 7-9 (LM and ViT)
     architectures.py  Tables 11, 16-18
     pretrained.py     Tables 10, 12, 15 (pretrained LMs)
+    delay.py          delay vs prevention (notebook 13, issue 21): KSS dose x frequency, QK-LayerNorm /
+                      z-loss, the attention diagnostic (not the paper's tables; no claims)
     common.py         what every builder shares
 """
