@@ -242,9 +242,10 @@ def maxlr_configs(profile: str, extra_lrs: Optional[Dict[Tuple[str, bool], Seque
 
 
 def all_recall_configs(profile: str) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
-    """Every recall run of notebooks 01-07, the KSS gradient-path ablation included (to prefetch the
+    """Every recall run of notebooks 01-07 and 13, the KSS gradient-path ablation included (to prefetch the
     cache in one sweep; a run listed twice is trained once, by its config hash)."""
-    methods = list(dict.fromkeys(m for t in ('table3', 'table4', 'table6', 'table13', 'table14', 'alpha_sweep')
+    methods = list(dict.fromkeys(m for t in ('table3', 'table4', 'table6', 'table13', 'table14', 'alpha_sweep',
+                                             'dose_frequency', 'practice')     # the last two: notebook 13
                                  for m in table_methods(t)))
     return (recall_pool(profile) + method_configs(profile, methods) + maxlr_configs(profile)
             + kss_path_configs(profile))
