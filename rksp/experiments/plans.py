@@ -91,7 +91,8 @@ PLANS: Dict[str, Dict[str, Any]] = {
         recall=dict(model_cfg=dict(d_model=64, n_layer=4, n_head=4, **SMALL_GPT_INIT), epochs=5,
                     warmup_steps=100, schedule='cosine', batch_size=32, n_train=8192, n_val=512,
                     profile_n_snapshots=2048),
-        band_lrs=(0.005, 0.007, 0.01), main_trials=8, other_trials=2, dose_trials=4, practice_trials=8,
+        # other_trials=1: the first cut of Part 5's rule (row 6 to 3 LRs x seed 42; docs/regime.md Part 6)
+        band_lrs=(0.005, 0.007, 0.01), main_trials=8, other_trials=1, dose_trials=4, practice_trials=8,
         norm_lrs=(1e-3, 3e-3, 1e-2, 3e-2), norm_trials=4, maxlr_norms=('pre_ln', 'rmsnorm', 'none'),
         maxlr_trials=4, maxlr_refine=True, kss_paths=SMALL_KSS_PATHS, kss_path_trials=(8, 4), n_boot=1000),
     'paper': dict(
