@@ -10,6 +10,7 @@ TrainConfig `overrides`, the paper's numbers (`paper`) and other spellings (`ali
 from __future__ import annotations
 
 import copy
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -54,15 +55,26 @@ def _hook(name: str, **kw) -> Dict[str, Any]:
     return {'hooks': [{'target': name, 'kwargs': kw}]}
 
 
+def run_steps(base: Optional[Dict[str, Any]]) -> Optional[int]:
+    """The number of steps a base config runs (`steps`, or epochs x n_train / batch_size rounded up,
+    as `rksp.harness.loop` computes it), None when the config does not say."""
+    b = base or {}
+    ok = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0   # noqa: E731
+    if isinstance(b.get('steps'), int) and ok(b['steps']):
+        return int(b['steps'])
+    if b.get('steps') is None and all(ok(b.get(k)) for k in ('epochs', 'n_train', 'batch_size')):
+        return max(1, math.ceil(b['epochs'] * b['n_train'] / b['batch_size']))
+    return None
+
+
 def _optim(name: str) -> Callable[[Optional[Dict[str, Any]]], Dict[str, Any]]:
     """Overrides of an optimizer-side row from `rksp.methods.optim.method_overrides` (imported when
     first needed; importing it registers 'lion', 'lamb', 'sam', 'mup'). Given the base config,
-    its `steps` is passed on (it sets the warmup length of 'lamb_warmup')."""
+    its run length is passed on (it sets the warmup length of 'lamb_warmup'): `steps`, or for a run
+    set in epochs, ceil(epochs x n_train / batch_size) as the loop computes it."""
     def get(base: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         from rksp.methods.optim import method_overrides
-        steps = (base or {}).get('steps')
-        steps = steps if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1 else None
-        return copy.deepcopy(method_overrides(name, steps=steps))
+        return copy.deepcopy(method_overrides(name, steps=run_steps(base)))
     get.__name__ = f'optim:{name}'
     return get
 
