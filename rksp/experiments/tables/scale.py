@@ -160,7 +160,12 @@ def max_lr_by_group(rows: pd.DataFrame, by: Sequence[str], threshold: float = de
     for key, g in ok_runs(rows).groupby(list(by), sort=False):
         key = key if isinstance(key, tuple) else (key,)
         s = max_lr_summary(g, threshold)
+        t = s['table']
+        rates = (t['n_diverged'] / t['n']).to_numpy(float) if len(t) else np.array([])
+        # R-3 of docs/lm-regime.md: the grid reaches an LR where at least half the trials diverge and one where none does
+        region = bool(len(rates) and rates.max() >= 0.5 and rates.min() == 0)
         out.append({**dict(zip(by, key)), 'max_lr': none_to_nan(s['max_lr']), 'max_lr_bound': s['bound'],
+                    'divergence_region': region,
                     'max_lr_contig': none_to_nan(s['max_lr_contiguous']), 'max_lr_contig_bound': s['bound_contiguous'],
                     'div_per_lr': s['n_per_lr'], 'max_lr_note': bound_note('', s).lstrip(': '), 'grid': s['lrs']})
     return pd.DataFrame(out)
@@ -195,7 +200,10 @@ def table8(rows: pd.DataFrame, paper: Optional[Dict[Tuple[str, str], Tuple[int, 
     t['paper_div_of_24'] = [v[0] if v else np.nan for v in vals]
     t['paper_ppl'] = [v[1] if v else np.nan for v in vals]
     t['paper_max_lr'] = [v[2] if v else np.nan for v in vals]
-    t['note'] = [('max LR: ' + n) if isinstance(n, str) and n else '' for n in t['max_lr_note']]
+    t['note'] = ['; '.join(x for x in (('max LR: ' + n) if isinstance(n, str) and n else '',
+                                         '' if reg is not False else 'no LR of the grid with ≥ half of the '
+                                         'trials diverged (R-3 of docs/lm-regime.md not met)') if x)
+                 for n, reg in zip(t['max_lr_note'], t['divergence_region'])]
     t = t.drop(columns=['max_lr_note'])
     return _data_last(t)
 
@@ -292,7 +300,9 @@ def lm_claims(rows7: pd.DataFrame, rows8: pd.DataFrame, t8: Optional[pd.DataFram
             b = t8[(t8['size'] == r['size']) & (t8['method'] == SCALE_REFERENCE)].iloc[0]
             k = t8[(t8['size'] == r['size']) & (t8['method'] == 'KSS')].iloc[0]
             note = (f"reading {r['max_lr_increase_reading']}; Baseline {b['max_lr_bound']} {b['max_lr']:g}, "
-                    f"KSS {k['max_lr_bound']} {k['max_lr']:g}")
+                    f"KSS {k['max_lr_bound']} {k['max_lr']:g}"
+                    + ''.join(f"; {m}: no LR with ≥ half of the trials diverged (R-3 not met)"
+                              for m, x in ((SCALE_REFERENCE, b), ('KSS', k)) if x.get('divergence_region') is False))
             out.append(Claim.interval(f"T8.max_lr.{slug(r['size'])}",
                                       f"LM (Table 8, {r['size']}): KSS allows a 1.5–2× higher max LR (% increase)",
                                       (50.0, 100.0), ours, ci, notes=note, max_width=100.0,
