@@ -85,7 +85,7 @@ CLASSES: List[Tuple[str, str]] = [
     ('init', r'^max_logit_step1$'),
     # the LM yardstick (issue 22): the unigram PPL is a function of the data alone; the ratio follows training
     ('init', r'^unigram_ppl$'),
-    ('outcome', r'^(ppl_over_unigram|divergence_region)$'),
+    ('outcome', r'^(ppl_over_unigram|divergence_region|best_lr|ppl_\w*at_best\w*)$'),
     ('outcome', r'^(diverged|div_step|steps_done|\w+_onset_step|first_sign)$'),
 ]
 # the scale trend is fitted to profiles of fixed models (no training): init-like

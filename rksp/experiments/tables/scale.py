@@ -171,6 +171,35 @@ def max_lr_by_group(rows: pd.DataFrame, by: Sequence[str], threshold: float = de
     return pd.DataFrame(out)
 
 
+def best_lr_ppl(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (size, method): the LR with the lowest mean validation PPL among the LRs where every run
+    converged, that PPL (mean, sd, n) and its ratio to the unigram PPL (R-2 of docs/lm-regime.md:
+    ≤ 1/5 for the Baseline); the pooled `ppl_mean` mixes LRs far apart."""
+    ok = ok_runs(rows)
+    out = []
+    for (size, m), g in ok.groupby(['size', 'method'], sort=False):
+        best = None
+        for lr, gl in g.groupby('lr'):
+            ppl = pd.to_numeric(gl['val_ppl'], errors='coerce')
+            if _diverged(gl).any() or not np.isfinite(ppl).all():
+                continue
+            if best is None or ppl.mean() < best[1].mean():
+                best = (float(lr), ppl, gl)
+        u = pd.to_numeric(g.get('unigram_ppl', pd.Series(dtype=float)), errors='coerce').dropna()
+        uni = float(u.mean()) if len(u) else np.nan
+        if best is None:
+            out.append({'size': size, 'method': m, 'best_lr': np.nan, 'ppl_at_best_lr': np.nan,
+                        'ppl_sd_at_best_lr': np.nan, 'ppl_n_at_best_lr': 0, 'ppl_at_best_over_unigram': np.nan})
+            continue
+        lr, ppl, _ = best
+        out.append({'size': size, 'method': m, 'best_lr': lr, 'ppl_at_best_lr': float(ppl.mean()),
+                    'ppl_sd_at_best_lr': float(ppl.std(ddof=1)) if len(ppl) > 1 else np.nan,
+                    'ppl_n_at_best_lr': int(len(ppl)),
+                    'ppl_at_best_over_unigram': float(ppl.mean()) / uni if np.isfinite(uni) and uni > 0 else np.nan})
+    return pd.DataFrame(out, columns=['size', 'method', 'best_lr', 'ppl_at_best_lr', 'ppl_sd_at_best_lr',
+                                      'ppl_n_at_best_lr', 'ppl_at_best_over_unigram'])
+
+
 def table8(rows: pd.DataFrame, paper: Optional[Dict[Tuple[str, str], Tuple[int, float, float]]] = None) -> pd.DataFrame:
     """Table 8 (Pre-LN LM on WikiText-103, or its labelled offline stand-in): per size, Baseline vs KSS:
     Div. k/n pooled over the LR set with Fisher p, PPL of converged runs, max stable LR over the LR set
@@ -180,6 +209,7 @@ def table8(rows: pd.DataFrame, paper: Optional[Dict[Tuple[str, str], Tuple[int, 
     t = kss_table(rows, ['size', 'norm'])
     mx = max_lr_by_group(rows, ['size', 'method'])
     t = t.merge(mx.drop(columns=['grid']), on=['size', 'method'], how='left')
+    t = t.merge(best_lr_ppl(rows), on=['size', 'method'], how='left')
     inc = []
     for size, g in mx.groupby('size', sort=False):
         d = {r['method']: r for _, r in g.iterrows()}
@@ -201,7 +231,7 @@ def table8(rows: pd.DataFrame, paper: Optional[Dict[Tuple[str, str], Tuple[int, 
     t['paper_ppl'] = [v[1] if v else np.nan for v in vals]
     t['paper_max_lr'] = [v[2] if v else np.nan for v in vals]
     t['note'] = ['; '.join(x for x in (('max LR: ' + n) if isinstance(n, str) and n else '',
-                                         '' if reg is not False else 'no LR of the grid with ≥ half of the '
+                                         '' if pd.isna(reg) or bool(reg) else 'no LR of the grid with ≥ half of the '
                                          'trials diverged (R-3 of docs/lm-regime.md not met)') if x)
                  for n, reg in zip(t['max_lr_note'], t['divergence_region'])]
     t = t.drop(columns=['max_lr_note'])
@@ -302,7 +332,8 @@ def lm_claims(rows7: pd.DataFrame, rows8: pd.DataFrame, t8: Optional[pd.DataFram
             note = (f"reading {r['max_lr_increase_reading']}; Baseline {b['max_lr_bound']} {b['max_lr']:g}, "
                     f"KSS {k['max_lr_bound']} {k['max_lr']:g}"
                     + ''.join(f"; {m}: no LR with ≥ half of the trials diverged (R-3 not met)"
-                              for m, x in ((SCALE_REFERENCE, b), ('KSS', k)) if x.get('divergence_region') is False))
+                              for m, x in ((SCALE_REFERENCE, b), ('KSS', k))
+                              if pd.notna(x.get('divergence_region')) and not bool(x.get('divergence_region'))))
             out.append(Claim.interval(f"T8.max_lr.{slug(r['size'])}",
                                       f"LM (Table 8, {r['size']}): KSS allows a 1.5–2× higher max LR (% increase)",
                                       (50.0, 100.0), ours, ci, notes=note, max_width=100.0,
