@@ -243,7 +243,7 @@ def table9(rows: pd.DataFrame, paper: Optional[Dict[Tuple[str, str], Tuple[int, 
     with Fisher p, accuracy of converged runs (mean, sd), M≈1 at init and after training; paper columns
     from rksp.experiments.paper.TABLE9."""
     paper = P.TABLE9 if paper is None else paper
-    t = kss_table(rows, ['norm']).drop(columns=['ppl_mean', 'ppl_sd', 'ppl_n'])
+    t = kss_table(rows, ['norm']).drop(columns=['ppl_mean', 'ppl_sd', 'ppl_n', 'unigram_ppl', 'ppl_over_unigram'])
     vals = [paper.get((n, m)) for n, m in zip(t['norm'], t['method'])]
     t.insert(1, 'norm_name', [NORM_NAMES.get(n, n) for n in t['norm']])
     t['paper_div_of_24'] = [v[0] if v else np.nan for v in vals]
