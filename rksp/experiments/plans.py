@@ -75,19 +75,10 @@ PLANS: Dict[str, Dict[str, Any]] = {
         band_lrs=(0.01, 0.05), main_trials=2, other_trials=1,
         norm_lrs=(1e-3, 5e-2), norm_trials=1, maxlr_norms=('pre_ln', 'none'),
         kss_paths=SMALL_KSS_PATHS, kss_path_trials=(1, 1), n_boot=200),
-    # the regime chosen by docs/regime.md (issue 14; candidate C6, the closest to its three rules:
-    # init profile within 0.05 of Table 1, No control 10/12 diverged in the band with pilot seeds,
-    # but the runs that do not diverge do not learn in 200 steps). Before: d=64, L=2, GPT-2 init,
-    # 20 warmup steps (docs/small-regime.md)
+    # the paper's stated recipe (docs/regime.md Part 5, issue 21): 5 epochs of the 8,192 training sequences at
+    # batch 32 (1,280 steps), 100 warmup steps then cosine, on the model docs/regime.md chose (the d·σ² proxy,
+    # candidate C6). Before issue 21: 200 steps, 50 warmup steps then constant (0.8 epoch; docs/regime.md Part 3)
     'small': dict(
-        recall=dict(model_cfg=dict(d_model=64, n_layer=4, n_head=4, **SMALL_GPT_INIT), steps=200,
-                    warmup_steps=50, batch_size=32, n_train=8192, n_val=512, profile_n_snapshots=2048),
-        band_lrs=(0.005, 0.007, 0.01), main_trials=8, other_trials=2,
-        norm_lrs=(1e-3, 3e-3, 1e-2, 3e-2), norm_trials=6, maxlr_norms=('pre_ln', 'rmsnorm', 'none'),
-        maxlr_trials=2, kss_paths=SMALL_KSS_PATHS, kss_path_trials=(8, 4), n_boot=1000),
-    # the paper's stated recipe on the `small` model (docs/regime.md Part 5, issue 21): 5 epochs of 8,192
-    # sequences at batch 32 (1,280 steps), 100 warmup steps then cosine; recall runs only until it replaces `small`
-    'recipe': dict(
         recall=dict(model_cfg=dict(d_model=64, n_layer=4, n_head=4, **SMALL_GPT_INIT), epochs=5,
                     warmup_steps=100, schedule='cosine', batch_size=32, n_train=8192, n_val=512,
                     profile_n_snapshots=2048),
@@ -104,11 +95,6 @@ PLANS: Dict[str, Dict[str, Any]] = {
         maxlr_norms=('pre_ln', 'rmsnorm', 'none'), kss_paths=SMALL_KSS_PATHS, kss_path_trials=(8, 4),
         n_boot=1000),
 }
-
-
-# profiles whose plans cover only the recall notebooks (01-07), their claims (12) and notebook 13; `make
-# reproduce PROFILE=recipe` runs these and no pretrained-profile stage (the LM, ViT and architecture plans are small's)
-RECALL_ONLY_PROFILES = {'recipe': ('01', '02', '03', '04', '05', '06', '07', '12', '13')}
 
 
 def plan(profile: str) -> Dict[str, Any]:
