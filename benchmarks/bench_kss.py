@@ -53,34 +53,26 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from rksp.methods.rows import METHODS, apply_method  # noqa: E402
+from rksp.methods.rows import METHODS, ROWS, apply_method, display  # noqa: E402
 from rksp.harness.loop import train  # noqa: E402
 
 BASE = dict(task='recall', preset='small', model_cfg={'norm': 'none'}, batch_size=32, n_train=2048,
             n_val=64, lr=1e-3, warmup_steps=10, profile_at_init=False, eval_every=0, seed=42)
-BASELINE = 'No control'
-KSS_ROW = 'KSS α=0.15'
-KSS_ONE_BACKWARD = 'KSS α=0.15, one backward'     # the same run with div_grad='total'
+BASELINE = display('no_control')
+KSS_ROW = display('kss_0.15')
+KSS_ONE_BACKWARD = f'{KSS_ROW}, one backward'     # the same run with div_grad='total'
 
-# rows whose per-step cost equals another row's (same computation, other constants)
-SAME_COST = {
-    'Grad clip 0.5': 'Grad clip 1.0',
-    'KSS α=0.01': KSS_ROW, 'KSS α=0.05': KSS_ROW, 'KSS α=0.10': KSS_ROW, 'KSS α=0.20': KSS_ROW,
-    'KSS unstable only': KSS_ROW, 'KSS near-unit only': KSS_ROW,
-    'SAM ρ=0.10': 'SAM ρ=0.05', 'LAMB + warmup': 'LAMB', 'μP + higher LR': 'μP',
-}
+# rows whose per-step cost equals another row's (same computation, other constants), by id
+SAME_COST = {display(a): display(b) for a, b in (
+    ('clip_0.5', 'clip_1.0'), ('kss_0.01', 'kss_0.15'), ('kss_0.05', 'kss_0.15'), ('kss_0.10', 'kss_0.15'),
+    ('kss_0.20', 'kss_0.15'), ('kss_unstable_only', 'kss_0.15'), ('kss_near_unit_only', 'kss_0.15'),
+    ('sam_0.10', 'sam_0.05'), ('lamb_warmup', 'lamb'), ('mup_higher_lr', 'mup'))}
 
-# the paper's Overhead column, for comparison (Tables 3, 4, 6, 13, 14)
-PAPER_OVERHEAD = {
-    'No control': '—', 'Grad clip 0.5': '<1%', 'Grad clip 1.0': '<1%',
-    'KSS α=0.10': '9.5%', 'KSS α=0.15': '10.8%', 'KSS α=0.20': '11.2%',
-    'Spectral normalization': '5.2%', 'Weight normalization': '3.8%', 'Gradient penalty λ=0.1': '6.4%',
-    'SAM ρ=0.05': '~100%', 'SAM ρ=0.10': '~100%', 'Lion': '~15%', 'KSS + SAM (α=0.10, ρ=0.05)': '~112%',
-    'LAMB': '~5%', 'LAMB + warmup': '~5%', 'LAMB + KSS': '~16%',
-    'μP': '<1%', 'μP + higher LR': '<1%', 'μP + KSS': '11.2%',
-    'Random ℓ2 on residuals': '~11%', 'Jacobian penalty': '~11%', 'Activation variance reg.': '~11%',
-    'KSS unstable only': '~11%', 'KSS near-unit only': '~11%',
-}
+# the paper's Overhead column, for comparison: the rows' (Tables 3, 4, 13, 14), '—' for the reference,
+# ~11% for the Table 6 rows
+PAPER_OVERHEAD = {BASELINE: '—', **{r.display: r.paper['overhead'] for r in ROWS.values() if 'overhead' in r.paper},
+                  **{display(i): '~11%' for i in ('random_l2', 'jacobian_penalty', 'activation_variance',
+                                                 'kss_unstable_only', 'kss_near_unit_only')}}
 KSS_TARGET_PCT = 5.0
 
 
@@ -110,7 +102,7 @@ def main(argv: Optional[List[str]] = None) -> pd.DataFrame:
     ap.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s own)')
     ap.add_argument('--quick', action='store_true', help='20 steps, 1 round: a smoke check, not a measurement')
     ap.add_argument('--out', default=str(ROOT / 'results' / 'bench' / 'overheads.csv'))
-    ap.add_argument('--methods', nargs='*', default=None, help='METHODS rows to measure (default: all)')
+    ap.add_argument('--methods', nargs='*', default=None, help='method rows to measure, ids or display strings (default: all)')
     args = ap.parse_args(argv)
     if args.quick:
         args.steps, args.rounds, args.extra_kss_rounds = 10, 1, 0
@@ -120,7 +112,7 @@ def main(argv: Optional[List[str]] = None) -> pd.DataFrame:
         torch.set_num_threads(args.threads)
 
     base = dict(BASE, steps=args.steps, device=args.device)
-    names = list(METHODS.keys()) if args.methods is None else list(args.methods)
+    names = list(METHODS.keys()) if args.methods is None else [display(n) for n in args.methods]
     measured = [n for n in names if n not in SAME_COST]
     for must in (BASELINE, KSS_ROW):
         if must not in measured:

@@ -2,7 +2,7 @@
 
 A module imports only from its own floor or from floors below it (module-level and lazy imports
 alike), the imports form no cycle (every import statement of a module, module-level or inside a
-function, except those under `if TYPE_CHECKING:`, which only annotate), no private name crosses a
+function, and those under `if TYPE_CHECKING:` too, which only annotate), no private name crosses a
 module boundary and no module grows past MAX_LINES. The stable import paths users rely on still resolve.
 """
 import ast
@@ -110,12 +110,12 @@ def import_cycles(graph):
     return [c for c in cycles if not any(a.startswith(b + ".") or b.startswith(a + ".") for a, b in zip(c, c[1:]))]
 
 
-def import_graph(sources):
-    """module -> the rksp modules it imports when it runs (any level, not TYPE_CHECKING), from
-    {module name: (source, is_pkg)}."""
+def import_graph(sources, type_checking: bool = False):
+    """module -> the rksp modules it imports when it runs (any level; with `type_checking`, also
+    those under `if TYPE_CHECKING:`), from {module name: (source, is_pkg)}."""
     mods = set(sources)
-    return {m: {t for t, _, _, runs in imports_in(src, m, is_pkg, mods) if runs and t in mods and t != m}
-            for m, (src, is_pkg) in sources.items()}
+    return {m: {t for t, _, _, runs in imports_in(src, m, is_pkg, mods) if (runs or type_checking) and t in mods
+                and t != m} for m, (src, is_pkg) in sources.items()}
 
 
 def test_the_floors_cover_every_module():
@@ -140,7 +140,13 @@ def test_no_import_cycle_at_all_including_imports_inside_functions():
     assert import_cycles(graph) == []
 
 
-def test_the_cycle_check_sees_imports_inside_functions_but_not_type_checking_ones():
+def test_no_import_cycle_even_counting_type_checking_imports():
+    """An annotation-only import is still a dependency: the type belongs in the lower module."""
+    graph = import_graph({m: (p.read_text(), p.name == "__init__.py") for m, p in MODS.items()}, type_checking=True)
+    assert import_cycles(graph) == []
+
+
+def test_the_cycle_check_sees_imports_inside_functions_and_type_checking_ones_when_asked():
     a = "import torch\n\ndef f():\n    from rksp.b import g\n    return g\n"
     b = "from rksp.a import f\n"
     assert import_cycles(import_graph({"rksp.a": (a, False), "rksp.b": (b, False)})) == [["rksp.a", "rksp.b", "rksp.a"]]
@@ -148,6 +154,9 @@ def test_the_cycle_check_sees_imports_inside_functions_but_not_type_checking_one
     assert import_cycles(import_graph({"rksp.a": (a_annot, False), "rksp.b": (b, False)})) == []
     a_typing = "import typing\nif typing.TYPE_CHECKING:\n    from rksp.b import g\n"
     assert import_cycles(import_graph({"rksp.a": (a_typing, False), "rksp.b": (b, False)})) == []
+    for src in (a_annot, a_typing):
+        graph = import_graph({"rksp.a": (src, False), "rksp.b": (b, False)}, type_checking=True)
+        assert import_cycles(graph) == [["rksp.a", "rksp.b", "rksp.a"]]
 
 
 def test_the_harness_is_a_one_way_pipeline():

@@ -14,7 +14,7 @@ from rksp.experiments.table_check import column_class
 from rksp.experiments.tables import delay as DL
 from rksp.experiments.tables import methods as MT
 from rksp.harness.config import TrainConfig
-from rksp.methods.rows import REFERENCE, TABLES
+from rksp.methods.rows import REFERENCE, table_displays
 
 matplotlib.use('Agg')
 
@@ -94,12 +94,12 @@ def test_onset_table_reads_the_first_10x_logit_and_the_first_layer_with_more_exp
 
 # ----------------------------------------------------------------------------- dose x frequency
 def test_kss_arms_read_alpha_and_schedule_from_the_row_configs():
-    arms = DL.kss_arms(TABLES['dose_frequency']).set_index('method')
+    arms = DL.kss_arms(table_displays('dose_frequency')).set_index('method')
     assert arms.loc[REFERENCE, 'alpha'] == 0.0 and arms.loc[REFERENCE, 'frequency'] == ''
     assert arms.loc['KSS α=0.50', 'alpha'] == 0.5 and arms.loc['KSS α=0.50', 'frequency'] == DL.PAPER_FREQUENCY
     assert arms.loc['KSS α=2.00, every step, all layers', 'frequency'] == 'every step, all layers'
     assert DL.frequency_name(20, 0.25) == 'every 20 steps, 0.25 of the layers'
-    panels = DL.arms_panels(TABLES['dose_frequency'])
+    panels = DL.arms_panels(table_displays('dose_frequency'))
     assert list(panels) == [DL.PAPER_FREQUENCY, 'every step, all layers']
     assert all(p[0] == REFERENCE and len(p) == 4 for p in panels.values())
 

@@ -29,14 +29,15 @@ def test_every_recall_config_of_every_profile_builds(profile):
 
 
 def test_trial_counts_follow_the_plan():
-    assert E.method_trials('paper', 'Lion') * 3 == 24 and E.method_trials('paper', 'No control') * 3 == 24
-    assert E.method_trials('small', 'KSS α=0.15') * 3 == 24 and E.method_trials('small', 'Lion') * 3 == 6
-    assert E.method_trials('small', 'KSS') == E.method_trials('small', 'KSS α=0.15')   # aliases resolve
+    assert E.method_trials('paper', 'lion') * 3 == 24 and E.method_trials('paper', 'no_control') * 3 == 24
+    assert E.method_trials('small', 'kss_0.15') * 3 == 24 and E.method_trials('small', 'lion') * 3 == 6
+    # display strings and aliases resolve to the same row
+    assert E.method_trials('small', 'KSS') == E.method_trials('small', 'KSS α=0.15') == E.method_trials('small', 'kss_0.15')
 
 
 def test_pool_shares_the_no_control_band_runs_with_the_method_tables():
     pool = {TrainConfig.from_dict(copy.deepcopy(c)).hash() for _, c in E.recall_pool('small')}
-    band = {TrainConfig.from_dict(copy.deepcopy(c)).hash() for _, c in E.method_configs('small', ['No control'])}
+    band = {TrainConfig.from_dict(copy.deepcopy(c)).hash() for _, c in E.method_configs('small', ['no_control'])}
     assert band <= pool
 
 
@@ -111,8 +112,8 @@ def test_kss_path_plan_trials_and_shared_default_runs():
     assert all(len(by[n]) == 12 for n in by if n not in (E.DEFAULT_KSS_PATH, 'No control'))
     h = lambda cs: {TrainConfig.from_dict(copy.deepcopy(c)).hash() for c in cs}   # noqa: E731
     # the default path is the tables' KSS α=0.15 row itself (one cache entry per run)
-    assert h(by[E.DEFAULT_KSS_PATH]) == h([c for _, c in E.method_configs('small', ['KSS α=0.15'])])
-    assert h(by['No control']) == h([c for _, c in E.method_configs('small', ['No control'])])
+    assert h(by[E.DEFAULT_KSS_PATH]) == h([c for _, c in E.method_configs('small', ['kss_0.15'])])
+    assert h(by['No control']) == h([c for _, c in E.method_configs('small', ['no_control'])])
     assert len(h(c for _, c in labeled)) == len(labeled)           # every path is its own run
     kw = by['whitened, W differentiated'][0]['hooks'][0]['kwargs']
     assert kw == {'alpha': 0.15, 'projection': 'whitened', 'detach_whitening': False}
@@ -132,7 +133,7 @@ def test_kss_path_ablation_smoke(tmp_path, monkeypatch):
     rows, table = E.run_kss_paths('smoke', paths, executor='serial')
     assert (tmp_path / 'smoke' / 'tables' / 'kss_paths.csv').exists()
     assert list(table['kss_path']) == ['No control'] + paths
-    n_ref = len(E.plan('smoke')['band_lrs']) * E.method_trials('smoke', 'No control')
+    n_ref = len(E.plan('smoke')['band_lrs']) * E.method_trials('smoke', 'no_control')
     assert list(table['n']) == [n_ref, 2, 2]                       # 2 band LRs x 1 trial per path
     ratios = KP.kss_grad_ratios(rows)
     steps = E.plan('smoke')['recall']['steps']
@@ -169,8 +170,9 @@ def test_small_profile_is_the_papers_stated_recipe():
     assert 5 <= r['epochs'] <= 20 and 100 <= r['warmup_steps'] <= 1000 and 16 <= r['batch_size'] <= 32
     assert all(0.005 <= lr <= 0.01 for lr in p['band_lrs'])
     assert r['schedule'] == 'cosine' and 'steps' not in r
-    # the dose x frequency rows: 12 trials (3 LRs x 4 seeds), the headline rows 24
+    # the dose x frequency rows: 12 trials (3 LRs x 4 seeds), the headline rows 24; labels: display strings
     from rksp.methods.rows import TABLES
+    assert TABLES['dose_frequency'][-1] == 'kss_2.00_every_step_all_layers'
     cfgs = P.method_configs('small', TABLES['dose_frequency'])
     per = {}
     for lab, c in cfgs:

@@ -512,7 +512,7 @@ def test_grad_bound_with_a_hook_that_replaces_the_step_is_rejected():
     from rksp.harness.loop import train
     base = dict(task='recall', preset='tiny', model_cfg={'norm': 'none'}, n_train=256, n_val=64, batch_size=16,
                 warmup_steps=0, profile_at_init=False, steps=2, lr=1e-3)
-    cfg = apply_method(base, 'KSS + SAM (α=0.10, ρ=0.05)')
+    cfg = apply_method(base, 'kss_0.10_sam_0.05')
     for h in cfg['hooks']:
         if h['target'] == 'kss':
             h['kwargs']['grad_bound'] = 1.0

@@ -402,3 +402,14 @@ def test_a_fresh_process_resolves_every_plugin_name_without_importing_its_module
     for c in (fresh, code.replace("assert 'rksp.methods.optim' not in sys.modules and 'rksp.methods.stabilizers' not in sys.modules\n", "")):
         r = subprocess.run([sys.executable, '-c', c], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
+
+
+def test_lamb_warmup_row_sees_the_run_length_of_a_config_set_in_epochs():
+    """'LAMB + warmup' warms up over a quarter of the run also when the base config gives epochs, not
+    steps (the recipe: 5 epochs of 8,192 at batch 32 = 1,280 steps -> 320), as the loop counts them."""
+    from rksp.methods.rows import method_config, run_steps
+    base = dict(epochs=5, n_train=8192, batch_size=32, steps=None)
+    assert run_steps(base) == 1280 and method_config('LAMB + warmup', base)['warmup_steps'] == 320
+    assert run_steps(dict(epochs=0.5, n_train=100, batch_size=32)) == 2          # rounded up, as the loop does
+    assert run_steps(dict(steps=200, epochs=5, n_train=8192, batch_size=32)) == 200
+    assert run_steps({}) is None and method_config('LAMB + warmup', {})['warmup_steps'] == 500

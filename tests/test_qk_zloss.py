@@ -13,7 +13,7 @@ from rksp.experiments.plans import recall_base
 from rksp.harness.config import TrainConfig
 from rksp.harness.hooks import StepOutputs
 from rksp.harness.loop import train
-from rksp.methods.rows import METHODS, TABLES, apply_method
+from rksp.methods.rows import METHODS, TABLES, apply_method, method_config
 from rksp.methods.stabilizers import Z_LOSS_COEFF, ZLossHooks, z_loss
 from rksp.models.gpt import GPT, GPTConfig
 
@@ -77,13 +77,13 @@ def test_qk_norm_bounds_the_attention_logits_by_sqrt_d_head():
 
 
 def test_qk_layernorm_row_trains_a_few_steps_on_the_smoke_config():
-    assert METHODS['QK-LayerNorm'] == {'model_cfg': {'qk_norm': True}}
-    cfg = apply_method(smoke(), 'QK-LayerNorm')
+    assert METHODS['QK-LayerNorm'] == method_config('qk_layernorm') == {'model_cfg': {'qk_norm': True}}
+    cfg = apply_method(smoke(), 'qk_layernorm')
     assert cfg['model_cfg'] == {**recall_base('smoke')['model_cfg'], 'qk_norm': True}
     rec = train(cfg)
     assert rec['status'] == 'ok' and rec['steps_done'] == 6 and rec['model_config']['qk_norm'] is True
     assert math.isfinite(rec['final_train_loss'])
-    assert 'QK-LayerNorm' in TABLES['practice'] and all('QK-LayerNorm' not in r for t, r in TABLES.items()
+    assert 'qk_layernorm' in TABLES['practice'] and all('qk_layernorm' not in r for t, r in TABLES.items()
                                                          if t != 'practice')
 
 
@@ -115,8 +115,9 @@ def test_z_loss_is_coeff_times_mean_squared_logsumexp_by_hand():
 
 
 def test_z_loss_row_trains_and_adds_its_term_to_the_loss():
-    assert METHODS['z-loss 1e-4'] == {'hooks': [{'target': 'z_loss', 'kwargs': {'coeff': Z_LOSS_COEFF}}]}
-    rec = train(apply_method(smoke(steps=10), 'z-loss 1e-4'))
+    assert METHODS['z-loss 1e-4'] == method_config('z_loss_1e-4') == {
+        'hooks': [{'target': 'z_loss', 'kwargs': {'coeff': Z_LOSS_COEFF}}]}
+    rec = train(apply_method(smoke(steps=10), 'z_loss_1e-4'))
     assert rec['status'] == 'ok' and rec['steps_done'] == 10
     z = rec['extras']['z_loss']
     assert z['positions'] == 'last' and z['n_applications'] == 10 and z['curve']['step'] == [1, 10]

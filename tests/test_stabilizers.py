@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from rksp import defaults
 from rksp.models.gpt import GPT
 from rksp.core.snapshots import residual_states
-from rksp.methods.rows import (ALIASES, KSS_ALPHA_SWEEP, METHODS, TABLES, apply_method, canonical_method,
-                               merge_overrides, method_config)
+from rksp.methods.rows import (ALIASES, KSS_ALPHA_SWEEP, METHODS, ROWS, TABLES, apply_method, canonical_method,
+                               kss_id, merge_overrides, method_config, method_row)
 from rksp.methods.stabilizers import (GRAD_PENALTY_LAMBDA, ActivationVarianceHooks, GradPenaltyHooks,
                                       JacobianPenaltyHooks, KSSHooks, RandomL2Hooks, block_linears,
                                       hutchinson_frobenius_sq)
@@ -37,15 +37,15 @@ def grab_model(store):
     return FunctionHooks(on_end=lambda record, model: store.__setitem__('model', model))
 
 
-# hooks each row must leave in record['extras'] (besides the optimizer's)
+# hooks each row (by id) must leave in record['extras'] (besides the optimizer's)
 EXPECTED_EXTRAS = {
-    'Spectral normalization': {'spectral_norm'}, 'Weight normalization': {'weight_norm'},
-    'Gradient penalty λ=0.1': {'grad_penalty'}, 'SAM ρ=0.05': {'sam'}, 'SAM ρ=0.10': {'sam'},
-    'KSS + SAM (α=0.10, ρ=0.05)': {'sam', 'kss'}, 'LAMB + KSS': {'kss'}, 'μP': {'mup'},
-    'μP + higher LR': {'mup'}, 'μP + KSS': {'mup', 'kss'}, 'Random ℓ2 on residuals': {'random_l2'},
-    'Jacobian penalty': {'jacobian_penalty'}, 'Activation variance reg.': {'activation_variance'},
-    'KSS unstable only': {'kss'}, 'KSS near-unit only': {'kss'},
-    **{f'KSS α={a:.2f}': {'kss'} for a in KSS_ALPHA_SWEEP},
+    'spectral_norm': {'spectral_norm'}, 'weight_norm': {'weight_norm'},
+    'grad_penalty_0.1': {'grad_penalty'}, 'sam_0.05': {'sam'}, 'sam_0.10': {'sam'},
+    'kss_0.10_sam_0.05': {'sam', 'kss'}, 'lamb_kss': {'kss'}, 'mup': {'mup'},
+    'mup_higher_lr': {'mup'}, 'mup_kss': {'mup', 'kss'}, 'random_l2': {'random_l2'},
+    'jacobian_penalty': {'jacobian_penalty'}, 'activation_variance': {'activation_variance'},
+    'kss_unstable_only': {'kss'}, 'kss_near_unit_only': {'kss'},
+    **{kss_id(a): {'kss'} for a in KSS_ALPHA_SWEEP},
 }
 
 
@@ -61,14 +61,31 @@ def test_method_table_covers_the_papers_rows():
                 'KSS α=0.01', 'KSS α=0.05']:
         assert row in names, row
     for rows in TABLES.values():
-        assert all(r in METHODS for r in rows)
+        assert all(r in ROWS for r in rows)                         # tables name rows by id
     for alias, target in ALIASES.items():
         assert canonical_method(alias) == target and target in METHODS
-    assert method_config('AdamW') == method_config('No control') == {}
-    assert method_config('Grad clip 0.5') == {'grad_clip': 0.5}
-    assert method_config('KSS α=0.15') == {'hooks': [{'target': 'kss', 'kwargs': {'alpha': 0.15, 'projection': 'pod'}}]}
+    assert method_config('AdamW') == method_config('No control') == method_config('no_control') == {}
+    assert method_config('clip_0.5') == {'grad_clip': 0.5}
+    assert method_config('kss_0.15') == method_config('KSS α=0.15') == {
+        'hooks': [{'target': 'kss', 'kwargs': {'alpha': 0.15, 'projection': 'pod'}}]}
     with pytest.raises(ConfigError, match='did you mean'):
         canonical_method('KSS a=0.15')
+
+
+def test_rows_have_ids_display_strings_and_the_papers_numbers_in_one_entry():
+    from rksp.experiments import paper as P
+    assert list(METHODS) == [r.display for r in ROWS.values()]       # the by-name view follows the rows
+    assert [canonical_method(i) for i in ('no_control', 'clip_1.0', 'kss_0.15', 'mup_kss', 'z_loss_1e-4')] == \
+        ['No control', 'Grad clip 1.0', 'KSS α=0.15', 'μP + KSS', 'z-loss 1e-4']
+    assert method_row('KSS').id == method_row('KSS α=0.15').id == 'kss_0.15'
+    assert canonical_method('kss_0.50_every_step_all_layers') == 'KSS α=0.50, every step, all layers'
+    assert P.METHOD_ROWS['KSS α=0.15'] == {'div_pct': 12.5, 'acc_pct': 48.2, 'm_near_unit': 0.58}
+    assert P.METHOD_ROWS['Spectral normalization'] == {'div_pct': 41.7, 'acc_pct': 35.2}   # no M≈1 printed
+    assert P.OVERHEAD['SAM ρ=0.10'] == ROWS['sam_0.10'].paper['overhead'] == '~100%'
+    assert P.MECHANISM['KSS α=0.15'] == 'Both mechanisms' and P.BEST_LR['LAMB + KSS'] == 0.015
+    assert 'kss_0.50' not in {method_row(m).id for m in P.METHOD_ROWS}      # rows beyond the paper: no numbers
+    with pytest.raises(ConfigError, match="unknown method 'kss_0.3'"):
+        method_row('kss_0.3')
 
 
 def test_hooks_are_registered_and_configs_round_trip_through_json():
@@ -86,18 +103,18 @@ def test_merge_and_apply_compose_hooks_and_dicts():
                         {'hooks': [{'target': 'kss'}], 'model_cfg': {'d_model': 32}, 'lr': 2e-3})
     assert m == {'hooks': ['a', {'target': 'kss'}], 'model_cfg': {'norm': 'none', 'd_model': 32}, 'lr': 2e-3}
     base = tiny(steps=400, hooks=[{'target': 'random_l2', 'kwargs': {}}])
-    c = apply_method(base, 'μP + KSS')
+    c = apply_method(base, 'mup_kss')
     assert [h['target'] if isinstance(h, dict) else h for h in c['hooks']] == ['random_l2', 'mup', 'kss']
     assert base['hooks'] == [{'target': 'random_l2', 'kwargs': {}}]      # base not modified
-    assert apply_method(base, 'LAMB + KSS')['optimizer'] == 'lamb'
-    sam = apply_method(base, 'KSS + SAM (α=0.10, ρ=0.05)')
+    assert apply_method(base, 'lamb_kss')['optimizer'] == 'lamb'
+    sam = apply_method(base, 'kss_0.10_sam_0.05')
     assert {'target': 'sam', 'kwargs': {'rho': 0.05}} in sam['hooks']
     assert {'target': 'kss', 'kwargs': {'alpha': 0.10, 'projection': 'pod'}} in sam['hooks']
     # LAMB + warmup: a quarter of the run (rksp.methods.optim), given the base's steps
-    assert apply_method(base, 'LAMB + warmup')['warmup_steps'] == 100
+    assert apply_method(base, 'lamb_warmup')['warmup_steps'] == 100
 
 
-@pytest.mark.parametrize('name', list(METHODS))
+@pytest.mark.parametrize('name', list(ROWS))
 def test_every_method_runs_a_few_steps(name):
     cfg = apply_method(tiny(steps=10, lr=1e-3), name)
     rec = train(cfg)
@@ -147,8 +164,8 @@ def test_kss_seed_follows_the_run_seed_unless_given():
     assert any(layers(s) != layers(1) for s in (2, 3, 4))
 
 
-@pytest.mark.parametrize('row,on,off', [('KSS unstable only', 'unstable', 'near_unit'),
-                                        ('KSS near-unit only', 'near_unit', 'unstable')])
+@pytest.mark.parametrize('row,on,off', [('kss_unstable_only', 'unstable', 'near_unit'),
+                                        ('kss_near_unit_only', 'near_unit', 'unstable')])
 def test_table6_ablations_switch_the_right_term(row, on, off):
     cfg = apply_method(tiny(steps=10, lr=1e-3), row)
     (h,) = cfg['hooks']
@@ -161,7 +178,7 @@ def test_table6_ablations_switch_the_right_term(row, on, off):
     for total, term, other in zip(k['curve']['total'], k['curve'][on], k['curve'][off]):
         assert total == pytest.approx(alpha * term, rel=1e-9)
         assert other > 0          # the switched-off term exists but does not enter the loss
-    full = train(apply_method(tiny(steps=10, lr=1e-3), 'KSS α=0.15'))['extras']['kss']['curve']
+    full = train(apply_method(tiny(steps=10, lr=1e-3), 'kss_0.15'))['extras']['kss']['curve']
     for total, u, n in zip(full['total'], full['unstable'], full['near_unit']):
         assert total == pytest.approx(0.15 * (u + n), rel=1e-9)
 
@@ -181,7 +198,7 @@ def test_grad_clip_row_bounds_the_update():
 
     cfg = apply_method(tiny(steps=8, lr=lr, optimizer='sgd', optimizer_kwargs={'momentum': 0.0},
                             weight_decay=0.0, schedule='constant', model_cfg={'norm': 'none', 'init_std': 0.2}),
-                       'Grad clip 0.5')
+                       'clip_0.5')
     train(cfg, hooks=FunctionHooks(before_step=before, after_step=after))
     assert any(g > 0.5 for g, _ in norms)                  # clipping was active
     for g, d in norms:
@@ -192,7 +209,7 @@ def test_grad_clip_row_bounds_the_update():
 
 def test_spectral_norm_wraps_block_linears_with_unit_sigma():
     store = {}
-    rec = train(apply_method(tiny(steps=6, lr=3e-3), 'Spectral normalization'), hooks=grab_model(store))
+    rec = train(apply_method(tiny(steps=6, lr=3e-3), 'spectral_norm'), hooks=grab_model(store))
     model = store['model']
     lins = block_linears(model)
     names = [n for n, _ in lins]
@@ -224,7 +241,7 @@ def test_weight_norm_parametrization_present_and_trainable():
             assert id(pz.original0) in opt_ids and id(pz.original1) in opt_ids
 
     store = {}
-    train(apply_method(tiny(steps=5, lr=3e-3), 'Weight normalization'),
+    train(apply_method(tiny(steps=5, lr=3e-3), 'weight_norm'),
           hooks=[FunctionHooks(on_start=on_start), grab_model(store)])
     model = store['model']
     for name, lin in block_linears(model):
@@ -387,7 +404,7 @@ def test_apply_method_validates_and_rejects_unknown_rows():
     with pytest.raises(ConfigError, match='unknown method'):
         apply_method(tiny(), 'Dropout')
     with pytest.raises(ConfigError):
-        apply_method(tiny(lr=-1.0), 'KSS α=0.15')
+        apply_method(tiny(lr=-1.0), 'kss_0.15')
 
 
 def test_every_registered_hook_conforms_to_the_protocol():

@@ -34,6 +34,7 @@ import torch
 from rksp import defaults
 from rksp.experiments import paper as P
 from rksp.models.gpt import ALL_NORMS, EXTRA_NORM_NAMES, NORMS, NORM_NAMES as GPT_NORM_NAMES
+from rksp.models.norms import norm_name, norm_spec
 
 __all__ = ['CONFIGS', 'SIZES', 'PROFILE_SIZE', 'STUDY_NORMS', 'PAPER_NORMS', 'study_configs', 'profile_at_init', 'run_study',
            'study_table', 'error_table', 'study_figure', 'proxy_std']
@@ -41,8 +42,8 @@ __all__ = ['CONFIGS', 'SIZES', 'PROFILE_SIZE', 'STUDY_NORMS', 'PAPER_NORMS', 'st
 PAPER_NORMS = NORMS
 STUDY_NORMS = ALL_NORMS
 NORM_NAMES = {**GPT_NORM_NAMES, **EXTRA_NORM_NAMES}
-# which paper row each study norm is compared with
-PAPER_ROW = {**{n: n for n in PAPER_NORMS}, 'deepnorm_pre': 'deepnorm'}
+# which paper row each study norm is compared with (its entry's `paper_row`, rksp.models.norms)
+PAPER_ROW = {n: norm_spec(n).compared_with() for n in STUDY_NORMS}
 
 # the reference point of the d·σ² proxies: d=256 (the paper's smallest Table 1-size model) at σ=0.02
 PROXY_REF_D, PROXY_REF_STD = 256, 0.02
@@ -142,14 +143,16 @@ def run_study(size: str = 'full', norms: Sequence[str] = STUDY_NORMS, seeds: Opt
 
 def study_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (configuration, norm): mean and sd over seeds of M≈1, M>1 and ρ, the paper's
-    Table 1 values beside them and the absolute errors of the means."""
+    Table 1 values beside them (NaN, with a warning, for a norm without a paper row) and the
+    absolute errors of the means."""
     keys = ['config', 'init', 'd_model', 'n_layer', 'init_std', 'proxy', 'd_sigma2', 'norm']
     g = df.groupby(keys, sort=False, dropna=False)
     t = g.agg(n_seeds=('seed', 'size'), m_near_unit=('m_near_unit', 'mean'), m_near_unit_sd=('m_near_unit', 'std'),
               m_expansive=('m_expansive', 'mean'), rho=('rho', 'mean'), rho_sd=('rho', 'std')).reset_index()
-    t.insert(t.columns.get_loc('norm') + 1, 'norm_name', t['norm'].map(NORM_NAMES))
+    t.insert(t.columns.get_loc('norm') + 1, 'norm_name', t['norm'].map(norm_name))
+    paper = {n: P.table1_row(n, missing='nan') for n in dict.fromkeys(t['norm'])}
     for col, pcol in (('m_near_unit', 'm_near_unit'), ('m_expansive', 'm_expansive'), ('rho', 'rho')):
-        t[f'paper_{col}'] = [P.TABLE1[PAPER_ROW[n]][pcol] for n in t['norm']]
+        t[f'paper_{col}'] = [paper[n][pcol] for n in t['norm']]
         t[f'abs_err_{col}'] = (t[col] - t[f'paper_{col}']).abs()
     return t
 
@@ -186,17 +189,17 @@ def study_figure(table: pd.DataFrame, metric: str = 'm_near_unit', configs: Opti
     tick per norm (deepnorm_pre against the paper's DeepNorm)."""
     import matplotlib.pyplot as plt
     configs = list(dict.fromkeys(table['config'])) if configs is None else list(configs)
-    norms = [n for n in STUDY_NORMS if n in set(table['norm'])]
+    norms = list(dict.fromkeys([n for n in STUDY_NORMS if n in set(table['norm'])] + list(table['norm'])))
     fig, ax = plt.subplots(figsize=(max(8.0, 1.4 * len(norms) + 0.3 * len(configs) + 2.5), 3.6))
     w = 0.8 / max(1, len(configs))
     x = np.arange(len(norms))
     for i, c in enumerate(configs):
         sub = table[table['config'] == c].set_index('norm')
         ax.bar(x + (i - (len(configs) - 1) / 2) * w, [sub[metric].get(n, np.nan) for n in norms], w, label=c)
-    paper = [P.TABLE1[PAPER_ROW[n]][metric] for n in norms]
+    paper = [P.table1_row(n, missing='nan')[metric] for n in norms]
     ax.hlines(paper, x - 0.42, x + 0.42, color='k', lw=2, zorder=3, label='paper Table 1')
     ax.set_xticks(x)
-    ax.set_xticklabels([NORM_NAMES[n].replace(' (', '\n(') for n in norms], fontsize=8)
+    ax.set_xticklabels([norm_name(n).replace(' (', '\n(') for n in norms], fontsize=8)
     ax.set_ylabel({'m_near_unit': 'M≈1 at init', 'm_expansive': 'M>1 at init', 'rho': 'ρ at init'}.get(metric, metric))
     ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.0, 1.0))
     ax.set_title('RKSP profile at init by weight init and size (no training)')

@@ -149,6 +149,7 @@ def sample_recall_runs(profile: str, n: int, seed: int = 0) -> List[Tuple[Dict[s
     """``n`` recall runs of ``profile`` (notebooks 01-07) with distinct config hashes, drawn at random
     with ``seed``, every headline row (No control, Grad clip 1.0, KSS α=0.15) given at least n/6."""
     from rksp.experiments.plans import MAIN_METHODS, all_recall_configs, unique_runs
+    from rksp.methods.rows import display
     from rksp.harness.config import TrainConfig
     pool = unique_runs(all_recall_configs(profile))
     hashes = [TrainConfig.from_dict(dict(c)).hash() for _, c in pool]
@@ -162,7 +163,7 @@ def sample_recall_runs(profile: str, n: int, seed: int = 0) -> List[Tuple[Dict[s
                 picked.append(pool[i])
                 seen.add(hashes[i])
     for m in MAIN_METHODS:
-        cand = [i for i, x in enumerate(pool) if x[0].get('method') == m]
+        cand = [i for i, x in enumerate(pool) if x[0].get('method') == display(m)]
         take(rng.sample(cand, min(per, len(cand))))
     rest = list(range(len(pool)))
     rng.shuffle(rest)

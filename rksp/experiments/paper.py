@@ -2,21 +2,65 @@
 
 These values only ever fill the `paper` columns beside our measurements and the `paper` column of
 the claims table; nothing in the package computes with them or tunes toward them. Div.% values
-are k/24 in the paper unless the table says otherwise. Tables 10, 11 and 15 live next to their
-builders (`rksp.experiments.paper.PAPER_TABLE10/15`, `rksp.experiments.paper.PAPER_TABLE11` and the
-Tables 16–18 values there).
+are k/24 in the paper unless the table says otherwise. Table 1 lives in the norm entries
+(`rksp.models.norms`), Tables 3, 4, 6, 13, 14 in the method rows (`rksp.methods.rows`): one entry
+each; TABLE1, METHOD_ROWS, OVERHEAD, MECHANISM and BEST_LR below are built from them. Tables 10,
+11 and 15-18 are at the end of this module.
 """
 from __future__ import annotations
 
-# Table 1: norm -> (n, Div.%, M≈1, M>1, rho, Acc.%)
-TABLE1 = {
-    'pre_ln': dict(n=25, div_pct=0.0, m_near_unit=0.16, m_expansive=0.54, rho=2.29, acc_pct=7.5),
-    'post_ln': dict(n=69, div_pct=0.0, m_near_unit=0.66, m_expansive=0.31, rho=7.48, acc_pct=1.4),
-    'rmsnorm': dict(n=12, div_pct=0.0, m_near_unit=0.16, m_expansive=0.54, rho=2.28, acc_pct=13.1),
-    'deepnorm': dict(n=12, div_pct=0.0, m_near_unit=0.00, m_expansive=1.00, rho=3.94, acc_pct=20.0),
-    'subln': dict(n=12, div_pct=0.0, m_near_unit=0.13, m_expansive=0.54, rho=2.23, acc_pct=9.0),
-    'none': dict(n=84, div_pct=96.4, m_near_unit=0.80, m_expansive=0.19, rho=1.11, acc_pct=54.2),
-}
+import math
+import warnings
+from typing import Any, Dict
+
+from rksp.methods.rows import ROWS
+from rksp.models.norms import norm_ids, norm_spec
+
+TABLE1_COLUMNS = ('n', 'div_pct', 'm_near_unit', 'm_expansive', 'rho', 'acc_pct')
+
+
+class MissingPaperRow(KeyError):
+    """A norm without a paper Table 1 row (KeyError, so `in` and `.get` work as for a dict)."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ''
+
+
+def _missing_row(norm: str) -> str:
+    return (f"no paper Table 1 row for norm {norm!r}: the paper has none. Give its entry in rksp.models.norms "
+            f"`paper=dict(n=..., div_pct=..., m_near_unit=..., m_expansive=..., rho=..., acc_pct=...)` or "
+            f"`paper_row=` (the norm it is compared with), or read it with "
+            f"rksp.experiments.paper.table1_row(norm, missing='nan') (paper columns NaN)")
+
+
+class _Table1(dict):
+    def __missing__(self, norm):
+        raise MissingPaperRow(_missing_row(norm))
+
+
+# Table 1: norm -> (n, Div.%, M≈1, M>1, rho, Acc.%), from the norm entries
+TABLE1: Dict[str, Dict[str, float]] = _Table1((n, dict(norm_spec(n).paper)) for n in norm_ids() if norm_spec(n).paper)
+
+
+def table1_row(norm: str, missing: str = 'raise') -> Dict[str, float]:
+    """The Table 1 row a norm is compared with (its own, or its entry's `paper_row`), from the
+    registry. A norm without one: `missing='raise'` raises MissingPaperRow saying what to add;
+    'nan' warns and returns NaN for every column."""
+    try:
+        key = norm_spec(norm).compared_with()
+    except ValueError:
+        key = norm
+    try:
+        row = norm_spec(key).paper
+    except ValueError:
+        row = {}
+    if row:
+        return dict(row)
+    if missing == 'nan':
+        warnings.warn(_missing_row(norm) + '; its paper columns are NaN', stacklevel=2)
+        return {c: math.nan for c in TABLE1_COLUMNS}
+    raise MissingPaperRow(_missing_row(norm))
+
 
 # Table 2: predictor -> (AUROC, CI low, CI high)
 TABLE2 = {
@@ -30,51 +74,21 @@ TABLE2 = {
     'Loss spike count, steps 1–500': (0.758, 0.712, 0.804),
 }
 
-# Tables 3, 4, 6, 13, 14 (rows by rksp.methods.rows.METHODS name): Div.%, Acc.%, M≈1 (where given)
-METHOD_ROWS = {
-    'No control': dict(div_pct=66.7, acc_pct=28.5, m_near_unit=0.85),
-    'Grad clip 0.5': dict(div_pct=50.0, acc_pct=32.1, m_near_unit=0.82),
-    'Grad clip 1.0': dict(div_pct=58.3, acc_pct=30.8, m_near_unit=0.83),
-    'KSS α=0.10': dict(div_pct=25.0, acc_pct=42.3, m_near_unit=0.68),
-    'KSS α=0.15': dict(div_pct=12.5, acc_pct=48.2, m_near_unit=0.58),
-    'KSS α=0.20': dict(div_pct=8.3, acc_pct=46.5, m_near_unit=0.52),
-    'Spectral normalization': dict(div_pct=41.7, acc_pct=35.2),
-    'Weight normalization': dict(div_pct=54.2, acc_pct=32.8),
-    'Gradient penalty λ=0.1': dict(div_pct=45.8, acc_pct=33.1),
-    'SAM ρ=0.05': dict(div_pct=37.5, acc_pct=38.6),
-    'SAM ρ=0.10': dict(div_pct=33.3, acc_pct=40.2),
-    'Lion': dict(div_pct=45.8, acc_pct=36.5, m_near_unit=0.78),
-    'KSS + SAM (α=0.10, ρ=0.05)': dict(div_pct=8.3, acc_pct=45.8),
-    'Random ℓ2 on residuals': dict(div_pct=54.2, acc_pct=31.2, m_near_unit=0.81),
-    'Jacobian penalty': dict(div_pct=45.8, acc_pct=33.8, m_near_unit=0.78),
-    'Activation variance reg.': dict(div_pct=50.0, acc_pct=32.5, m_near_unit=0.80),
-    'KSS unstable only': dict(div_pct=33.3, acc_pct=38.5, m_near_unit=0.68),
-    'KSS near-unit only': dict(div_pct=41.7, acc_pct=36.2, m_near_unit=0.72),
-    'μP': dict(div_pct=41.7, acc_pct=35.8, m_near_unit=0.72),
-    'μP + higher LR': dict(div_pct=50.0, acc_pct=38.2, m_near_unit=0.78),
-    'μP + KSS': dict(div_pct=8.3, acc_pct=51.5, m_near_unit=0.52),
-    'LAMB': dict(div_pct=45.8, acc_pct=36.2, m_near_unit=0.75),
-    'LAMB + warmup': dict(div_pct=37.5, acc_pct=40.8, m_near_unit=0.68),
-    'LAMB + KSS': dict(div_pct=8.3, acc_pct=52.8, m_near_unit=0.52),
-}
+
+
+def _printed(key: str) -> Dict[str, Any]:
+    return {r.display: r.paper[key] for r in ROWS.values() if key in r.paper}
+
+
+# Tables 3, 4, 6, 13, 14 by display string (the `method` column), from rksp.methods.rows: Div.%, Acc.%, M≈1 (where given)
+METHOD_ROWS: Dict[str, Dict[str, float]] = {
+    r.display: {k: r.paper[k] for k in ('div_pct', 'acc_pct', 'm_near_unit') if k in r.paper}
+    for r in ROWS.values() if 'div_pct' in r.paper}
 # Table 3/4/13/14 overheads as printed (strings: '<1%', '~100%', ...)
-OVERHEAD = {
-    'Grad clip 0.5': '<1%', 'Grad clip 1.0': '<1%', 'KSS α=0.10': '9.5%', 'KSS α=0.15': '10.8%',
-    'KSS α=0.20': '11.2%', 'Spectral normalization': '5.2%', 'Weight normalization': '3.8%',
-    'Gradient penalty λ=0.1': '6.4%', 'SAM ρ=0.05': '~100%', 'SAM ρ=0.10': '~100%', 'Lion': '~15%',
-    'KSS + SAM (α=0.10, ρ=0.05)': '~112%', 'μP': '<1%', 'μP + higher LR': '<1%', 'μP + KSS': '11.2%',
-    'LAMB': '~5%', 'LAMB + warmup': '~5%', 'LAMB + KSS': '~16%',
-}
+OVERHEAD: Dict[str, str] = _printed('overhead')
 # Table 6's "Mechanism" column and Table 14's "Best LR" column, as printed
-MECHANISM = {
-    'No control': '—', 'Random ℓ2 on residuals': 'Magnitude damping', 'Jacobian penalty': 'Gradient smoothness',
-    'Activation variance reg.': 'Distribution control', 'KSS unstable only': 'Spectral stability',
-    'KSS near-unit only': 'Damping control', 'KSS α=0.15': 'Both mechanisms',
-}
-BEST_LR = {
-    'No control': 0.003, 'Grad clip 1.0': 0.005, 'LAMB': 0.01, 'LAMB + warmup': 0.02, 'Lion': 0.001,
-    'KSS α=0.15': 0.008, 'LAMB + KSS': 0.015,
-}
+MECHANISM: Dict[str, str] = _printed('mechanism')
+BEST_LR: Dict[str, float] = _printed('best_lr')
 # Table 6: correlation of ΔM≈1 with divergence reduction
 TABLE6_CORRELATION = dict(r=-0.87, p_max=0.001)
 

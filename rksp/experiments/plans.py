@@ -26,7 +26,7 @@ it: all associative-recall runs of a profile live in ``results/<profile>/runs/re
   ``device`` says which).
 
 The LM (Tables 7, 8) and ViT (Table 9) plans are `LM_PLANS` / `VIT_PLANS`: every row is 'Baseline'
-(the plain harness, AdamW) or 'KSS' (the method row 'KSS α=0.15') over the plan's LRs x trial seeds,
+(the plain harness, AdamW) or 'KSS' (the method row 'kss_0.15', 'KSS α=0.15') over the plan's LRs x trial seeds,
 paired by (lr, seed). The cross-architecture plans (Tables 11, 16-18) are `ARCHITECTURES` /
 `APPENDIX_ROWS`. Running them is `rksp.experiments.runs`; tables are `rksp.experiments.tables`.
 """
@@ -41,13 +41,13 @@ from rksp import defaults
 from rksp.experiments.results_io import PROFILES
 from rksp.experiments.stability import trial_seeds
 from rksp.harness.config import TrainConfig
-from rksp.methods.rows import REFERENCE, TABLES, apply_method, canonical_method
+from rksp.methods.rows import REFERENCE, TABLES, apply_method, canonical_method, display, method_row, table_displays
 from rksp.models.gpt import NORM_NAMES, NORMS  # noqa: F401 (one place for the norms; E.NORM_NAMES)
 
 
-MAIN_METHODS = ('No control', 'Grad clip 1.0', 'KSS α=0.15')   # the rows of the headline claims
+MAIN_METHODS = ('no_control', 'clip_1.0', 'kss_0.15')   # the rows of the headline claims (ids)
 
-KSS_PATH_METHOD = 'KSS α=0.15'
+KSS_PATH_METHOD = display('kss_0.15')
 
 DEFAULT_KSS_PATH = 'pod (default)'
 
@@ -88,7 +88,8 @@ PLANS: Dict[str, Dict[str, Any]] = {
         recall=dict(model_cfg=dict(d_model=64, n_layer=4, n_head=4, **SMALL_GPT_INIT), epochs=5,
                     warmup_steps=100, schedule='cosine', batch_size=32, n_train=8192, n_val=512,
                     profile_n_snapshots=2048),
-        band_lrs=(0.005, 0.007, 0.01), main_trials=8, other_trials=2, dose_trials=4, practice_trials=8,
+        # other_trials=1: the first cut of Part 5's rule (row 6 to 3 LRs x seed 42; docs/regime.md Part 6)
+        band_lrs=(0.005, 0.007, 0.01), main_trials=8, other_trials=1, dose_trials=4, practice_trials=8,
         norm_lrs=(1e-3, 3e-3, 1e-2, 3e-2), norm_trials=4, maxlr_norms=('pre_ln', 'rmsnorm', 'none'),
         maxlr_trials=4, maxlr_refine=True, kss_paths=SMALL_KSS_PATHS, kss_path_trials=(8, 4), n_boot=1000),
     'paper': dict(
@@ -129,11 +130,11 @@ def method_trials(profile: str, method: str) -> int:
     """Trials per band LR of a method row: the headline rows `main_trials`; where the plan sets them,
     the dose x frequency rows `dose_trials` and the practice rows `practice_trials`; else `other_trials`."""
     p = plan(profile)
-    name = canonical_method(method)
-    if name in MAIN_METHODS:
+    row = method_row(method).id
+    if row in MAIN_METHODS:
         return p['main_trials']
     for table, key in (('dose_frequency', 'dose_trials'), ('practice', 'practice_trials')):
-        if key in p and name in TABLES[table]:
+        if key in p and row in TABLES[table]:
             return p[key]
     return p['other_trials']
 
@@ -152,8 +153,9 @@ def method_configs(profile: str, methods: Iterable[str], norm: str = 'none') -> 
 
 
 def table_methods(table: str) -> List[str]:
-    """The METHODS rows of a paper table ('table3', 'table4', 'table6', 'table13', 'table14', 'alpha_sweep')."""
-    return list(TABLES[table])
+    """The display strings (`method` labels) of a table's rows (rksp.methods.rows.TABLES: 'table3', 'table4',
+    'table6', 'table13', 'table14', 'alpha_sweep', 'practice', 'dose_frequency')."""
+    return table_displays(table)
 
 
 def norm_configs(profile: str, norms: Sequence[str] = NORMS, lrs: Optional[Sequence[float]] = None,
@@ -223,7 +225,7 @@ def maxlr_configs(profile: str, extra_lrs: Optional[Dict[Tuple[str, bool], Seque
     out = []
     for norm in p['maxlr_norms']:
         for kss in (False, True):
-            m = 'KSS α=0.15' if kss else REFERENCE
+            m = KSS_ROW if kss else REFERENCE
             arm_lrs = sorted(set(lrs) | set((extra_lrs or {}).get((norm, kss), ())))
             for lab, c in norm_configs(profile, [norm], lrs=arm_lrs, trials=p.get('maxlr_trials')):
                 c = apply_method(c, m, validate=False) if kss else c
@@ -243,7 +245,7 @@ def all_recall_configs(profile: str) -> List[Tuple[Dict[str, Any], Dict[str, Any
             + kss_path_configs(profile))
 
 
-KSS_ROW = 'KSS α=0.15'            # the METHODS row the 'KSS' label trains
+KSS_ROW = display('kss_0.15')     # the method row the 'KSS' label trains
 
 
 SCALE_ROWS = ('Baseline', 'KSS')  # the row labels of Tables 7-9 (not rksp.methods.rows.METHODS)
@@ -416,7 +418,7 @@ _LM = {"task": "synthetic_lm", "lm_mode": "random"}
 
 
 # One spec per row: model, model_cfg overrides of the shared sizes, ``d_scale`` (d_model = d_scale x the
-# plan's d_model: Table 17's two Mamba widths 256 / 512), ``method`` (a rksp.methods.stabilizers row applied on
+# plan's d_model: Table 17's two Mamba widths 256 / 512), ``method`` (the id of a rksp.methods.rows row applied on
 # top) and ``table11`` (the Table 11 architecture whose runs this row coincides with, config for config).
 APPENDIX_ROWS = {
     "table16": {
@@ -426,7 +428,7 @@ APPENDIX_ROWS = {
         "MoE-Small, 8 experts, k=4": {**_LM, "model": "moe", "model_cfg": {"n_experts": 8, "top_k": 4}},
         "MoE-Medium, 16 experts, k=2": {**_LM, "model": "moe", "model_cfg": {"n_experts": 16, "top_k": 2}},
         "MoE-Medium, 16 experts + KSS, k=2": {**_LM, "model": "moe", "model_cfg": {"n_experts": 16, "top_k": 2},
-                                              "method": "KSS α=0.15"},
+                                              "method": "kss_0.15"},
     },
     "table17": {
         "Mamba-Small": {**_LM, "model": "mamba", "model_cfg": {}, "table11": "Mamba (SSM)"},
@@ -436,7 +438,7 @@ APPENDIX_ROWS = {
     "table18": {
         "KAN-Transformer B=4": {**_LM, "model": "kan", "model_cfg": {"spline_order": 4}, "table11": "KAN"},
         "KAN-Transformer B=8": {**_LM, "model": "kan", "model_cfg": {"spline_order": 8}},
-        "KAN-Transformer + KSS": {**_LM, "model": "kan", "model_cfg": {"spline_order": 4}, "method": "KSS α=0.15"},
+        "KAN-Transformer + KSS": {**_LM, "model": "kan", "model_cfg": {"spline_order": 4}, "method": "kss_0.15"},
     },
 }
 

@@ -180,11 +180,12 @@ def prefetch(profile: str, executor: str = 'local', dask_address: Optional[str] 
     return df
 
 
-def track_runs(profile: str, methods: Sequence[str] = ("No control", "KSS α=0.15"), *, every: int = 10,
+def track_runs(profile: str, methods: Sequence[str] = ("no_control", "kss_0.15"), *, every: int = 10,
                lr: float | None = None, seed: int = 42, norm: str = "none", kreiss: bool = False,
                progress: bool = True) -> pd.DataFrame:
-    """Train one run per method (No-Norm recall GPT of the notebook profile, one LR and seed) with
-    a profile every ``every`` steps; returns the long DataFrame with columns ``run, step, layer,
+    """Train one run per method row (ids of rksp.methods.rows, or display strings) of the No-Norm
+    recall GPT of the notebook profile, one LR and seed, with a profile every ``every`` steps;
+    returns the long DataFrame with columns ``run`` (the row's display string), ``step, layer,
     metric, value`` plus ``diverged_at`` (step or NaN). ``lr`` defaults to the highest LR of the
     profile's band (where the methods differ most).
     """

@@ -27,7 +27,7 @@ Trials: trial i uses seed `trial_seeds(trials)[i]`: 42, 123, 456 (the paper's se
 `defaults.SEEDS`), then 1000 + i for i >= 3 (ours). Each trial is the base config with only
 `seed` changed (data_seed follows the seed unless the base fixes it), so a trial changes
 the initialization, the batch order, the data and every hook's random stream.
-KSS (with_kss=True) is the paper's recipe: the METHODS row 'KSS α=0.15' (alpha 0.15,
+KSS (with_kss=True) is the paper's recipe: the method row 'kss_0.15' ('KSS α=0.15': alpha 0.15,
 every 10 steps, half the layers, r = 32, N = 2048); a dict gives other KSS hook kwargs.
 
 Runs go through `rksp.harness.sweep.run`, one JSON record per run in `out_dir` (default: a fresh
@@ -138,7 +138,7 @@ def _kss_overrides(with_kss) -> Dict[str, Any]:
     from rksp.methods.stabilizers import KSSHooks
     from rksp.methods.rows import method_config
     if with_kss is True:
-        return method_config('KSS α=0.15')
+        return method_config('kss_0.15')
     if isinstance(with_kss, dict):
         KSSHooks(**with_kss)      # validate now, before any run
         return {'hooks': [{'target': 'kss', 'kwargs': dict(with_kss)}]}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -18,30 +17,8 @@ import torch.nn as nn
 from rksp.defaults import INIT as DEFAULT_INIT
 from rksp.errors import ConfigError
 from rksp.harness.config import SEQ_MODELS, TrainConfig
-from rksp.harness.resolve import data_seed, make_model_config, make_synthetic_task, seq_model_attr, validated
-
-
-@dataclass
-class TaskData:
-    kind: str                      # 'recall' | 'lm' | 'image'
-    x_train: torch.Tensor
-    y_train: Optional[torch.Tensor]
-    x_val: torch.Tensor
-    y_val: Optional[torch.Tensor]
-    data_name: str
-    is_standin: bool
-    vocab_size: Optional[int] = None
-    num_classes: Optional[int] = None
-    seq_len: Optional[int] = None
-    unigram_ppl: float = float('nan')   # LM: add-one unigram perplexity of the val targets, counts of x_train
-
-    @property
-    def n_train(self) -> int:
-        return int(self.x_train.shape[0])
-
-    @property
-    def n_val(self) -> int:
-        return int(self.x_val.shape[0])
+from rksp.harness.resolve import (TaskData, data_seed, make_model_config, make_synthetic_task, seq_model_attr,
+                                  validated)
 
 
 def _chunk_tokens(t: torch.Tensor, seq_len: Optional[int]) -> torch.Tensor:

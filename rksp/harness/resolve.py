@@ -12,6 +12,7 @@ config is validated, before any run (a sweep reports it for every config at once
     make_model_config(cfg, data)   the resolved GPTConfig / ViTConfig (data=None: before any data is built)
     run_hooks(cfg, extra)          the run's hooks, the config's first, as one `HookList`
     make_optimizer(cfg, hooks, m)  the optimizer over `param_groups(m, weight_decay)` (a hook may build it)
+    TaskData                       a run's data (`rksp.harness.build.load_task_data` builds it)
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -29,8 +31,31 @@ from rksp.harness.config import SEQ_MODELS, TrainConfig, add_check, task_and_mod
 from rksp.harness.hooks import HookList, TrainHooks
 from rksp.harness.registry import OPTIMIZERS, hook_spec, lookup, resolve_hook_factory, resolve_hooks, resolve_optimizer
 
-if TYPE_CHECKING:  # annotations only: build comes after this module
-    from rksp.harness.build import TaskData
+
+@dataclass
+class TaskData:
+    """A run's train / val data (built by `rksp.harness.build.load_task_data`; here because
+    `make_model_config` reads it)."""
+    kind: str                      # 'recall' | 'lm' | 'image'
+    x_train: torch.Tensor
+    y_train: Optional[torch.Tensor]
+    x_val: torch.Tensor
+    y_val: Optional[torch.Tensor]
+    data_name: str
+    is_standin: bool
+    vocab_size: Optional[int] = None
+    num_classes: Optional[int] = None
+    seq_len: Optional[int] = None
+    unigram_ppl: float = float('nan')   # LM: add-one unigram perplexity of the val targets, counts of x_train
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def n_val(self) -> int:
+        return int(self.x_val.shape[0])
+
 
 # model config fields filled from the data (the user sets the task's fields instead)
 DATA_MODEL_FIELDS = {**{m: ('vocab_size',) for m in SEQ_MODELS}, 'vit': ('img_size', 'in_chans', 'num_classes')}

@@ -4,7 +4,7 @@ Each method is a `rksp.harness.hooks.TrainHooks` factory registered by name, so 
 given as JSON can use it:
 
     TrainConfig(hooks=[{'target': 'kss', 'kwargs': {'alpha': 0.15}}])
-    apply_method(base_cfg_dict, 'KSS α=0.15')        # the same, from the table row name
+    apply_method(base_cfg_dict, 'kss_0.15')          # the same, from the table row's id (or 'KSS α=0.15')
 
 Hooks (name -> class; keyword arguments in brackets, defaults from `rksp.defaults`):
 
@@ -77,12 +77,12 @@ schedule's random stream (layers, token subsets, probes) is seeded from the run'
 (grad_penalty, jacobian_penalty) run the model's attention with PyTorch's math SDPA kernel on
 their application steps (the fused flash / memory-efficient kernels have no double backward).
 
-`METHODS` maps the paper's table row names (Tables 3, 4, 6, 13, 14 and the KSS alpha sweep)
-to TrainConfig overrides; `ALIASES` maps other spellings of the same rows; `TABLES` lists
-each table's rows. The optimizer rows (SAM, Lion, LAMB, muP) come from
+`rksp.methods.rows.ROWS` holds the method rows of the paper's tables (Tables 3, 4, 6, 13, 14 and
+the KSS alpha sweep), one `MethodRow` each: id, display string, TrainConfig overrides, the paper's
+numbers, aliases; `TABLES` lists each table's rows by id. The optimizer rows (SAM, Lion, LAMB, muP) come from
 `rksp.methods.optim.method_overrides`. `apply_method(base, name)` merges a row into a config dict
 (hooks are appended, dict fields merged, scalars replaced) and validates it.
-`grad_clip` needs no hook: it is a TrainConfig field (rows 'Grad clip 0.5' / 'Grad clip 1.0').
+`grad_clip` needs no hook: it is a TrainConfig field (rows 'clip_0.5' / 'clip_1.0').
 """
 
 from __future__ import annotations

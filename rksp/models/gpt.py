@@ -18,6 +18,8 @@ Per-norm block (f = attention or MLP sub-layer, applied twice per block):
   none     h + f(h)                           no norm anywhere
   deepnorm_pre  alpha*h + f(LN(h)), alpha=(2N)^1/4   extra (not one of the paper's six, see below);
                 final LN before the head
+Each layout is one entry of the registry `rksp.models.norms` (layer, placement, final norm,
+DeepNet alpha and init, SubLN's inner norms), which the ViT and the MoE / KAN transformers read too.
 
 `deepnorm_pre` (EXTRA_NORMS) is the "DeepNorm captured before any LayerNorm" variant of issue 14:
 the DeepNet alpha-scaled skip with the LayerNorm moved onto the branch input, so the residual
@@ -64,31 +66,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import defaults
+from .norms import LN_EPS, final_norm, make_norm, norm_ids, norm_names, norm_spec  # noqa: F401 (LN_EPS, make_norm: here too)
 
-NORMS = ('pre_ln', 'post_ln', 'rmsnorm', 'deepnorm', 'subln', 'none')
-# block layouts beyond the paper's six (module docstring); GPT only
-EXTRA_NORMS = ('deepnorm_pre',)
+# the norms (one registry: rksp.models.norms); the paper's six, the extra GPT layouts, all of them
+NORMS = norm_ids(sweep=True)
+EXTRA_NORMS = norm_ids('gpt', sweep=False)
 ALL_NORMS = NORMS + EXTRA_NORMS
 # display names (tables, figures); the paper's spelling for its six
-NORM_NAMES = {'pre_ln': 'Pre-LN', 'post_ln': 'Post-LN', 'rmsnorm': 'RMSNorm', 'deepnorm': 'DeepNorm',
-              'subln': 'SubLN', 'none': 'No-Norm'}
-EXTRA_NORM_NAMES = {'deepnorm_pre': 'DeepNorm (α-skip, pre-LN capture)'}
+NORM_NAMES = norm_names(sweep=True)
+EXTRA_NORM_NAMES = norm_names('gpt', sweep=False)
 # weight initializations (module docstring)
 INITS = defaults.INIT_CHOICES   # ('gpt2', 'normal', 'torch')
 
-# norms whose block is alpha*h + f(norm(h)) (alpha = 1 except deepnorm_pre) and which put a norm before the head
-_PRE_NORMS = ('pre_ln', 'rmsnorm', 'subln', 'deepnorm_pre')
-# norms with the DeepNet alpha skip and the DeepNet init under init='gpt2'
-_DEEPNET_NORMS = ('deepnorm', 'deepnorm_pre')
-# norms whose block is norm(alpha * h + f(h)); the stream leaves each block normalized
-_POST_NORMS = ('post_ln', 'deepnorm')
 
-LN_EPS = 1e-5  # LayerNorm / RMSNorm epsilon (PyTorch's LayerNorm default)
-
-
-def validate_norm(norm: str, allowed=NORMS) -> None:
-    if norm not in allowed:
-        raise ValueError(f"unknown norm {norm!r}; valid norms are {', '.join(allowed)}")
+def validate_norm(norm: str, model: str = 'gpt') -> None:
+    """ValueError unless `norm` is a registered norm that `model` ('gpt', 'vit', 'moe') builds."""
+    norm_spec(norm, model)
 
 
 def validate_init(init: str, init_std) -> None:
@@ -117,7 +110,7 @@ class GPTConfig:
     n_head: int = 4
     d_model: int = 128
     mlp_ratio: float = 4.0
-    norm: str = 'pre_ln'           # one of ALL_NORMS
+    norm: str = 'pre_ln'           # a norm of rksp.models.norms that the GPT builds (ALL_NORMS)
     dropout: float = 0.0
     bias: bool = True              # bias in Linear and LayerNorm layers
     tie_embeddings: bool = True    # head shares wte's weight (only when n_classes is None)
@@ -127,7 +120,7 @@ class GPTConfig:
     qk_norm: bool = False          # QK-LayerNorm: LayerNorm(d_head) on q and k before the dot product
 
     def __post_init__(self):
-        validate_norm(self.norm, ALL_NORMS)
+        validate_norm(self.norm, 'gpt')
         validate_init(self.init, self.init_std)
         for name in ('vocab_size', 'block_size', 'n_layer', 'n_head', 'd_model'):
             v = getattr(self, name)
@@ -158,15 +151,6 @@ PRESETS = {
     'paper_large': dict(d_model=768, n_layer=12, n_head=12),
     'paper_xl': dict(d_model=1024, n_layer=24, n_head=16),
 }
-
-
-def make_norm(kind: str, dim: int, bias: bool = True) -> nn.Module:
-    """'ln' -> LayerNorm, 'rms' -> RMSNorm (Zhang & Sennrich 2019), 'none' -> Identity."""
-    if kind == 'ln':
-        return nn.LayerNorm(dim, eps=LN_EPS, bias=bias)
-    if kind == 'rms':
-        return nn.RMSNorm(dim, eps=LN_EPS)
-    return nn.Identity()
 
 
 class CausalSelfAttention(nn.Module):
@@ -221,39 +205,34 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """One residual block h_l -> h_{l+1}: an attention sub-layer then an MLP sub-layer.
+    """One residual block h_l -> h_{l+1}: an attention sub-layer then an MLP sub-layer, laid out by
+    the norm's entry in rksp.models.norms.
 
-    Pre-norm variants (pre_ln, rmsnorm, subln): h = h + f(norm(h)); deepnorm_pre: h = alpha*h + f(LN(h)).
-    Post-norm variants (post_ln, deepnorm):      h = norm(alpha * h + f(h)), alpha = 1 for post_ln.
-    none:                                        h = h + f(h).
+    placement 'pre' (pre_ln, rmsnorm, subln, none; deepnorm_pre): h = alpha*h + f(norm(h)).
+    placement 'post' (post_ln, deepnorm):                        h = norm(alpha*h + f(h)).
+    alpha = (2N)^1/4 for the DeepNet norms, else 1; No-Norm's norm is the identity.
     """
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
+        spec = norm_spec(cfg.norm, 'gpt')
         self.norm = cfg.norm
-        self.pre = cfg.norm in _PRE_NORMS
-        self.alpha = deepnorm_alpha(cfg.n_layer) if cfg.norm in _DEEPNET_NORMS else 1.0
-        kind = {'rmsnorm': 'rms', 'none': 'none'}.get(cfg.norm, 'ln')
-        self.ln_1 = make_norm(kind, cfg.d_model, cfg.bias)
-        self.attn = CausalSelfAttention(cfg, inner_norm=cfg.norm == 'subln')
-        self.ln_2 = make_norm(kind, cfg.d_model, cfg.bias)
-        self.mlp = MLP(cfg, inner_norm=cfg.norm == 'subln')
+        self.pre = spec.placement == 'pre'
+        self.alpha = deepnorm_alpha(cfg.n_layer) if spec.deepnet else 1.0
+        self.ln_1 = make_norm(spec.layer, cfg.d_model, cfg.bias)
+        self.attn = CausalSelfAttention(cfg, inner_norm=spec.inner)
+        self.ln_2 = make_norm(spec.layer, cfg.d_model, cfg.bias)
+        self.mlp = MLP(cfg, inner_norm=spec.inner)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if self.pre:
-            if self.alpha != 1.0:   # deepnorm_pre
-                h = self.alpha * h + self.attn(self.ln_1(h))
-                h = self.alpha * h + self.mlp(self.ln_2(h))
-            else:
-                h = h + self.attn(self.ln_1(h))
-                h = h + self.mlp(self.ln_2(h))
-        elif self.norm in _POST_NORMS:
+        if not self.pre:
             h = self.ln_1(self.alpha * h + self.attn(h))
-            h = self.ln_2(self.alpha * h + self.mlp(h))
-        else:  # none
-            h = h + self.attn(h)
-            h = h + self.mlp(h)
-        return h
+            return self.ln_2(self.alpha * h + self.mlp(h))
+        if self.alpha != 1.0:   # deepnorm_pre
+            h = self.alpha * h + self.attn(self.ln_1(h))
+            return self.alpha * h + self.mlp(self.ln_2(h))
+        h = h + self.attn(self.ln_1(h))
+        return h + self.mlp(self.ln_2(h))
 
     @torch.no_grad()
     def deepnorm_init_(self, beta: float) -> None:
@@ -282,8 +261,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(cfg.block_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
-        final = {'pre_ln': 'ln', 'subln': 'ln', 'rmsnorm': 'rms', 'deepnorm_pre': 'ln'}.get(cfg.norm, 'none')
-        self.ln_f = make_norm(final, cfg.d_model, cfg.bias)
+        self.ln_f = final_norm(norm_spec(cfg.norm, 'gpt'), cfg.d_model, cfg.bias)
         if cfg.n_classes is not None:
             self.head = nn.Linear(cfg.d_model, cfg.n_classes, bias=cfg.bias)
         else:
@@ -309,7 +287,7 @@ class GPT(nn.Module):
                 nn.init.zeros_(m.bias)
         if cfg.init == 'normal':
             return
-        if cfg.norm in _DEEPNET_NORMS:
+        if norm_spec(cfg.norm, 'gpt').deepnet:
             beta = deepnorm_beta(cfg.n_layer)
             for blk in self.blocks:
                 blk.deepnorm_init_(beta)

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from .moe import MOE_NORMS, TransformerLM
+from .norms import norm_spec
 
 KAN_NORMS = MOE_NORMS
 
@@ -69,8 +70,7 @@ class KANConfig:
         if self.kan_hidden is not None and (not isinstance(self.kan_hidden, int) or isinstance(self.kan_hidden, bool)
                                             or self.kan_hidden <= 0):
             raise ValueError(f"kan_hidden must be None or a positive integer, got {self.kan_hidden!r}")
-        if self.norm not in KAN_NORMS:
-            raise ValueError(f"unknown norm {self.norm!r} for KANTransformer; valid norms are {', '.join(KAN_NORMS)}")
+        norm_spec(self.norm, 'moe', 'KANTransformer')
         if self.d_model % self.n_head != 0:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
         if not self.init_std > 0:

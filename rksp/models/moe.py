@@ -37,11 +37,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .gpt import GPT, LN_EPS, CausalSelfAttention, GPTConfig
+from .gpt import GPT, CausalSelfAttention, GPTConfig
+from .norms import final_norm, make_norm, norm_ids, norm_spec
 
-# block layouts supported for the MoE and KAN transformers (a subset of gpt.NORMS:
-# DeepNorm's init and SubLN's inner norms are defined for dense MLPs only)
-MOE_NORMS = ('pre_ln', 'post_ln', 'rmsnorm', 'none')
+# block layouts supported for the MoE and KAN transformers: the norms of rksp.models.norms with 'moe'
+# in their `models` (DeepNorm's init and SubLN's inner norms are defined for dense MLPs only)
+MOE_NORMS = norm_ids('moe')
 
 
 def _check_positive_int(cfg, names):
@@ -68,8 +69,7 @@ class MoEConfig:
     def __post_init__(self):
         _check_positive_int(self, ('vocab_size', 'block_size', 'n_layer', 'n_head', 'd_model',
                                    'n_experts', 'top_k'))
-        if self.norm not in MOE_NORMS:
-            raise ValueError(f"unknown norm {self.norm!r} for MoEGPT; valid norms are {', '.join(MOE_NORMS)}")
+        norm_spec(self.norm, 'moe', 'MoEGPT')
         if self.d_model % self.n_head != 0:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
         if self.top_k > self.n_experts:
@@ -163,23 +163,20 @@ class TransformerBlock(nn.Module):
     """Residual block h -> h': causal attention then a feed-forward sub-layer `ffn`
     (the MoE layer here, the KAN MLP in kan.py).
 
-    pre_ln / rmsnorm: h + f(norm(h)); post_ln: norm(h + f(h)); none: h + f(h).
+    placement 'pre' (pre_ln, rmsnorm; none with the identity): h + f(norm(h)); 'post' (post_ln): norm(h + f(h)).
     """
 
     def __init__(self, cfg: MoEConfig, ffn: nn.Module):
         super().__init__()
+        spec = norm_spec(cfg.norm, 'moe', 'MoEGPT')
         self.norm = cfg.norm
-        if cfg.norm == 'none':
-            self.ln_1, self.ln_2 = nn.Identity(), nn.Identity()
-        elif cfg.norm == 'rmsnorm':
-            self.ln_1, self.ln_2 = nn.RMSNorm(cfg.d_model, eps=LN_EPS), nn.RMSNorm(cfg.d_model, eps=LN_EPS)
-        else:
-            self.ln_1, self.ln_2 = nn.LayerNorm(cfg.d_model, eps=LN_EPS), nn.LayerNorm(cfg.d_model, eps=LN_EPS)
+        self.post = spec.placement == 'post'
+        self.ln_1, self.ln_2 = make_norm(spec.layer, cfg.d_model), make_norm(spec.layer, cfg.d_model)
         self.attn = CausalSelfAttention(attention_config(cfg))
         self.mlp = ffn
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if self.norm == 'post_ln':
+        if self.post:
             h = self.ln_1(h + self.attn(h))
             return self.ln_2(h + self.mlp(h))
         h = h + self.attn(self.ln_1(h))
@@ -188,18 +185,13 @@ class TransformerBlock(nn.Module):
 
 class TransformerLM(nn.Module):
     """Shared GPT skeleton for the MoE and KAN transformers: token + learned position
-    embeddings -> blocks -> final norm (pre-norm layouts only) -> head tied to wte."""
+    embeddings -> blocks -> final norm (where the norm's entry has one) -> head tied to wte."""
 
     def _build(self, cfg, ffn_factory):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.block_size, cfg.d_model)
         self.blocks = nn.ModuleList([TransformerBlock(cfg, ffn_factory()) for _ in range(cfg.n_layer)])
-        if cfg.norm == 'pre_ln':
-            self.ln_f = nn.LayerNorm(cfg.d_model, eps=LN_EPS)
-        elif cfg.norm == 'rmsnorm':
-            self.ln_f = nn.RMSNorm(cfg.d_model, eps=LN_EPS)
-        else:
-            self.ln_f = nn.Identity()
+        self.ln_f = final_norm(norm_spec(cfg.norm, 'moe'), cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
 
     @torch.no_grad()

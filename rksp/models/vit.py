@@ -11,6 +11,9 @@ normalization strategies are plugged in through `norm_layer` / `block_fn`:
   deepnorm PostNormBlock with alpha = (2N)^(1/4) and the DeepNet init (beta = (8N)^(-1/4)); no final norm
   none     timm Block with nn.Identity norms everywhere (No-Norm)
 
+`build_vit` reads the norm's entry in `rksp.models.norms` (placement 'post' -> PostNormBlock, `layer`
+-> norm_layer, `inner` -> the SubLN norms, `final`, `deepnet`), so a registered norm needs nothing here.
+
 The model keeps timm's `.blocks` (nn.Sequential); the profiler reads the residual
 stream there. h_0 is the input of blocks[0]: patch embedding + cls token + position
 embedding; blocks map (B, 1 + n_patches, d) -> (B, 1 + n_patches, d).
@@ -29,6 +32,7 @@ import torch.nn as nn
 # functions below, so `import rksp.models` works (and stays fast) without it.
 
 from .gpt import NORMS, deepnorm_alpha, deepnorm_beta, validate_norm
+from .norms import norm_spec
 
 
 @dataclass
@@ -41,11 +45,11 @@ class ViTConfig:
     n_layer: int = 6
     n_head: int = 3
     mlp_ratio: float = 4.0
-    norm: str = 'pre_ln'      # one of NORMS
+    norm: str = 'pre_ln'      # a norm of rksp.models.norms that the ViT builds (NORMS)
     init_std: float = 0.02    # std of the (truncated-normal) Linear / pos-embed init, timm's default
 
     def __post_init__(self):
-        validate_norm(self.norm)
+        validate_norm(self.norm, 'vit')
         for name in ('img_size', 'patch_size', 'in_chans', 'num_classes', 'd_model', 'n_layer', 'n_head'):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -109,19 +113,23 @@ def build_vit(cfg: ViTConfig) -> nn.Module:
     from timm.layers import RmsNorm
     from timm.models.vision_transformer import Block, VisionTransformer
 
+    spec = norm_spec(cfg.norm, 'vit')
     kw = {}
-    if cfg.norm == 'pre_ln':
-        kw.update(block_fn=Block)                      # timm default LayerNorm (eps 1e-6)
-    elif cfg.norm == 'rmsnorm':
-        kw.update(block_fn=Block, norm_layer=RmsNorm)
-    elif cfg.norm == 'subln':
-        kw.update(block_fn=Block, scale_attn_norm=True, scale_mlp_norm=True)
-    elif cfg.norm == 'none':
-        kw.update(block_fn=Block, norm_layer=nn.Identity)
-    elif cfg.norm == 'post_ln':
-        kw.update(block_fn=PostNormBlock, final_norm=False)
-    elif cfg.norm == 'deepnorm':
-        kw.update(block_fn=partial(PostNormBlock, alpha=deepnorm_alpha(cfg.n_layer)), final_norm=False)
+    if spec.placement == 'post':
+        kw.update(block_fn=partial(PostNormBlock, alpha=deepnorm_alpha(cfg.n_layer)) if spec.deepnet else PostNormBlock)
+    else:
+        kw.update(block_fn=Block)
+    if spec.inner:
+        kw.update(scale_attn_norm=True, scale_mlp_norm=True)
+    if spec.layer == 'rms':
+        kw.update(norm_layer=RmsNorm)
+    elif spec.layer == 'none':
+        kw.update(norm_layer=nn.Identity)
+    elif callable(spec.layer):
+        kw.update(norm_layer=partial(_norm_layer, make=spec.layer))   # keyword: timm rebinds keywords only
+    # 'ln': timm's default LayerNorm (eps 1e-6)
+    if not spec.final and spec.layer != 'none':     # No-Norm's final norm is an Identity either way
+        kw.update(final_norm=False)
     model = VisionTransformer(
         img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans,
         num_classes=cfg.num_classes, embed_dim=cfg.d_model, depth=cfg.n_layer,
@@ -129,6 +137,11 @@ def build_vit(cfg: ViTConfig) -> nn.Module:
     _init_vit(model, cfg)
     model.rksp_config = cfg
     return model
+
+
+def _norm_layer(dim, make=None, **_):
+    """timm's norm_layer(dim, device=, dtype=) from a registry constructor make(dim, bias)."""
+    return make(dim, True)
 
 
 @torch.no_grad()
@@ -145,7 +158,7 @@ def _init_vit(model: nn.Module, cfg: ViTConfig) -> None:
                 nn.init.zeros_(m.bias)
     if model.pos_embed is not None:
         trunc_normal_(model.pos_embed, std=cfg.init_std)
-    if cfg.norm == 'deepnorm':
+    if norm_spec(cfg.norm, 'vit').deepnet:
         beta = deepnorm_beta(cfg.n_layer)
         for blk in model.blocks:
             blk.deepnorm_init_(beta)

@@ -32,7 +32,7 @@ from rksp.experiments.claims import (Claim, counts_direction_claim, events_infor
 from rksp.experiments.stats import (cochran_armitage, fisher_exact, join_notes, pearson, pearson_ci, rate_difference,
                                     risk_ratio, spearman, wilson)
 from rksp.experiments.tables.common import data_used, finite_mean, ok_runs, overhead_pct
-from rksp.methods.rows import KSS_ALPHA_SWEEP, REFERENCE, TABLES
+from rksp.methods.rows import KSS_ALPHA_SWEEP, REFERENCE, display, table_displays
 
 
 def method_table(rows: pd.DataFrame, methods: Sequence[str], reference: str = REFERENCE,
@@ -77,7 +77,7 @@ STEP_COLS = {'task': 'div_step', 'total': 'div_step_total_grad'}
 LABEL_NAMES = {'task': 'task-gradient label (harness default)', 'total': 'total-gradient label'}
 
 # α of each row of the KSS dose-response (Fig. 2); No control is the α = 0 point.
-ALPHA_OF: Dict[str, float] = {REFERENCE: 0.0, **dict(zip(TABLES['alpha_sweep'], KSS_ALPHA_SWEEP))}
+ALPHA_OF: Dict[str, float] = {REFERENCE: 0.0, **dict(zip(table_displays('alpha_sweep'), KSS_ALPHA_SWEEP))}
 
 
 def _flags(g: pd.DataFrame, label: str) -> pd.Series:
@@ -416,8 +416,9 @@ def mechanism_correlation(points: pd.DataFrame, reference: str = REFERENCE) -> p
 
 
 def methods_of(*tables: str) -> List[str]:
-    """The METHODS rows of several paper tables, in order, without repeats."""
-    return list(dict.fromkeys(m for t in tables for m in TABLES[t]))
+    """The display strings (`method` labels) of the rows of several tables (rksp.methods.rows.TABLES),
+    in order, without repeats."""
+    return list(dict.fromkeys(m for t in tables for m in table_displays(t)))
 
 
 def dose_response_figure(dose: pd.DataFrame, title: str):
@@ -512,8 +513,9 @@ def mechanism_figure(points: pd.DataFrame, corr: pd.DataFrame, profile: str):
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
     pts = points[points["method"] != REFERENCE]
     cr = corr.set_index("label")
-    SHORT = {"Random ℓ2 on residuals": "ℓ2", "Jacobian penalty": "Jac", "Activation variance reg.": "ActVar",
-             "KSS unstable only": "KSS-unst", "KSS near-unit only": "KSS-nu", "KSS α=0.15": "KSS"}
+    SHORT = {display(i): s for i, s in (("random_l2", "ℓ2"), ("jacobian_penalty", "Jac"), ("activation_variance", "ActVar"),
+                                         ("kss_unstable_only", "KSS-unst"), ("kss_near_unit_only", "KSS-nu"),
+                                         ("kss_0.15", "KSS"))}
     for ax, (lab, col) in zip(axes, (("task", "div_reduction_pp"), ("total", "div_reduction_pp_total_grad"))):
         ax.plot(pts["delta_m_near_unit"], pts[col], "o", color="#1f77b4", label="ours")
         ax.plot(pts["paper_delta_m_near_unit"], pts["paper_div_reduction_pp"], "x", color="grey", label="paper rows")
@@ -536,7 +538,7 @@ def mechanism_figure(points: pd.DataFrame, corr: pd.DataFrame, profile: str):
 
 
 # ----------------------------------------------------------------------------- claims
-KSS, CLIP, SAM = 'KSS α=0.15', 'Grad clip 1.0', 'SAM ρ=0.10'
+KSS, CLIP, SAM = display('kss_0.15'), display('clip_1.0'), display('sam_0.10')
 
 
 def table3_claims(rows: pd.DataFrame, table3: pd.DataFrame, trend: pd.DataFrame, dose: pd.DataFrame) -> List[Claim]:
@@ -594,15 +596,15 @@ def table4_claims(rows: pd.DataFrame, n_boot: int) -> List[Claim]:
                                          f"(ratio {o['ratio']:.3g}; paper 9x); median s/step, 2 workers on a shared "
                                          "machine: noisy; CI resamples runs only", o['note'])),
         lowest_rate_claim('T4-kss-sam-lowest', 'KSS + SAM has the lowest Div.% of Table 4 (pp vs the best other row)',
-                          rows, 'KSS + SAM (α=0.10, ρ=0.05)', list(TABLES['table4'])),
+                          rows, display('kss_0.10_sam_0.05'), methods_of('table4')),
         rate_difference_claim('T13-mup-vs-none', 'μP lowers divergence vs standard init (pp; paper 38% reduction)',
-                              rows, 'μP', REFERENCE, notes=rel_note('μP')),
+                              rows, display('mup'), REFERENCE, notes=rel_note(display('mup'))),
         lowest_rate_claim('T13-mup-kss-lowest', 'μP + KSS has the lowest Div.% of Table 13 (pp vs the best other row)',
-                          rows, 'μP + KSS', list(TABLES['table13'])),
+                          rows, display('mup_kss'), methods_of('table13')),
         rate_difference_claim('T14-lamb-vs-none', 'LAMB lowers divergence vs AdamW (pp; paper 31% reduction)',
-                              rows, 'LAMB', REFERENCE, notes=rel_note('LAMB')),
+                              rows, display('lamb'), REFERENCE, notes=rel_note(display('lamb'))),
         lowest_rate_claim('T14-lamb-kss-lowest', 'LAMB + KSS has the lowest Div.% of Table 14 (pp vs the best other row)',
-                          rows, 'LAMB + KSS', list(TABLES['table14'])),
+                          rows, display('lamb_kss'), methods_of('table14')),
     ]
 
 
@@ -611,7 +613,7 @@ def table6_claims(rows: pd.DataFrame, corr: pd.DataFrame) -> List[Claim]:
     (Pearson; no verdict below MIN_POINTS methods), KSS full the lowest of the table (best of k),
     and its reduction factor against the paper's 5.3x (rate ratio, Katz CI)."""
     c = corr.set_index('label').loc[LABEL_NAMES['task']]
-    t6 = list(TABLES['table6'])
+    t6 = methods_of('table6')
     return [
         Claim.direction('T6-dm-correlation', 'ΔM≈1 correlates negatively with the divergence reduction across the '
                         'Table 6 methods (Pearson r)', c['paper_r'], c['r'], (c['r_ci_lo'], c['r_ci_hi']), p=c['p'],

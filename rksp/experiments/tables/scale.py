@@ -2,7 +2,7 @@
 
 Tables 7-9 (notebooks 08, 09) train their own runs from `plans.LM_PLANS` / `plans.VIT_PLANS` (one plan per
   profile): every row is 'Baseline' (the plain harness, AdamW) or
-  'KSS' (the METHODS row 'KSS α=0.15', the paper's recipe) over the plan's LRs x trial seeds
+  'KSS' (the method row 'kss_0.15', 'KSS α=0.15', the paper's recipe) over the plan's LRs x trial seeds
   (`rksp.experiments.stability.trial_seeds`), paired by (lr, seed). `kss_table` is `tables.methods.method_table`
   per group plus PPL; `table7`, `table8`, `table9` add the paper's columns; `lm_claims`,
   `vit_claims` build the claims (verdicts computed by `rksp.experiments.claims`).
