@@ -174,6 +174,12 @@ def test_table8_and_lm_claims():
                 lm_runs('KSS', [90, 99, 108, 117, 111, 104], [False] * 6, lr=3e-3))
     claims = {c.id: c for c in S.lm_claims(df2, df2, S.table8(df2), n_boot=200)}
     assert 'converged (0.003), 6 pairs' in claims['T8.ppl'].notes
+    # the PPL at the best LR (R-2 of docs/lm-regime.md): only LRs where every run converged count
+    best = S.best_lr_ppl(df2).set_index('method')
+    assert best.loc['Baseline', 'best_lr'] == 3e-3 and best.loc['KSS', 'best_lr'] == 3e-3   # KSS ties: the lower LR
+    assert best.loc['Baseline', 'ppl_at_best_lr'] == pytest.approx(np.mean([100, 110, 120, 130, 125, 115]))
+    t2 = S.table8(df2).set_index('method')
+    assert not t2.loc['Baseline', 'divergence_region'] and 'R-3' in t2.loc['Baseline', 'note']
     # a stand-in corpus cannot test the WikiText claim: criteria reported, verdict inconclusive
     assert claims['T8.ppl'].direction == "paper's direction" and claims['T8.ppl'].ours < 0
     assert claims['T8.ppl'].verdict == INCONCLUSIVE and 'stand-in' in claims['T8.ppl'].stand_in

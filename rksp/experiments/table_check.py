@@ -83,6 +83,9 @@ CLASSES: List[Tuple[str, str]] = [
     # delay vs prevention (tables.delay): the KSS schedule of a row; the attention diagnostic, one row per run
     ('exact', r'^(frequency|run|seed)$'),
     ('init', r'^max_logit_step1$'),
+    # the LM yardstick (issue 22): the unigram PPL is a function of the data alone; the ratio follows training
+    ('init', r'^unigram_ppl$'),
+    ('outcome', r'^(ppl_over_unigram|divergence_region|best_lr|ppl_\w*at_best\w*)$'),
     ('outcome', r'^(diverged|div_step|steps_done|\w+_onset_step|first_sign)$'),
 ]
 # the scale trend is fitted to profiles of fixed models (no training): init-like

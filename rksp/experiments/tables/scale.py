@@ -160,10 +160,44 @@ def max_lr_by_group(rows: pd.DataFrame, by: Sequence[str], threshold: float = de
     for key, g in ok_runs(rows).groupby(list(by), sort=False):
         key = key if isinstance(key, tuple) else (key,)
         s = max_lr_summary(g, threshold)
+        t = s['table']
+        rates = (t['n_diverged'] / t['n']).to_numpy(float) if len(t) else np.array([])
+        # R-3 of docs/lm-regime.md: the grid reaches an LR where at least half the trials diverge and one where none does
+        region = bool(len(rates) and rates.max() >= 0.5 and rates.min() == 0)
         out.append({**dict(zip(by, key)), 'max_lr': none_to_nan(s['max_lr']), 'max_lr_bound': s['bound'],
+                    'divergence_region': region,
                     'max_lr_contig': none_to_nan(s['max_lr_contiguous']), 'max_lr_contig_bound': s['bound_contiguous'],
                     'div_per_lr': s['n_per_lr'], 'max_lr_note': bound_note('', s).lstrip(': '), 'grid': s['lrs']})
     return pd.DataFrame(out)
+
+
+def best_lr_ppl(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (size, method): the LR with the lowest mean validation PPL among the LRs where every run
+    converged, that PPL (mean, sd, n) and its ratio to the unigram PPL (R-2 of docs/lm-regime.md:
+    ≤ 1/5 for the Baseline); the pooled `ppl_mean` mixes LRs far apart."""
+    ok = ok_runs(rows)
+    out = []
+    for (size, m), g in ok.groupby(['size', 'method'], sort=False):
+        best = None
+        for lr, gl in g.groupby('lr'):
+            ppl = pd.to_numeric(gl['val_ppl'], errors='coerce')
+            if _diverged(gl).any() or not np.isfinite(ppl).all():
+                continue
+            if best is None or ppl.mean() < best[1].mean():
+                best = (float(lr), ppl, gl)
+        u = pd.to_numeric(g.get('unigram_ppl', pd.Series(dtype=float)), errors='coerce').dropna()
+        uni = float(u.mean()) if len(u) else np.nan
+        if best is None:
+            out.append({'size': size, 'method': m, 'best_lr': np.nan, 'ppl_at_best_lr': np.nan,
+                        'ppl_sd_at_best_lr': np.nan, 'ppl_n_at_best_lr': 0, 'ppl_at_best_over_unigram': np.nan})
+            continue
+        lr, ppl, _ = best
+        out.append({'size': size, 'method': m, 'best_lr': lr, 'ppl_at_best_lr': float(ppl.mean()),
+                    'ppl_sd_at_best_lr': float(ppl.std(ddof=1)) if len(ppl) > 1 else np.nan,
+                    'ppl_n_at_best_lr': int(len(ppl)),
+                    'ppl_at_best_over_unigram': float(ppl.mean()) / uni if np.isfinite(uni) and uni > 0 else np.nan})
+    return pd.DataFrame(out, columns=['size', 'method', 'best_lr', 'ppl_at_best_lr', 'ppl_sd_at_best_lr',
+                                      'ppl_n_at_best_lr', 'ppl_at_best_over_unigram'])
 
 
 def table8(rows: pd.DataFrame, paper: Optional[Dict[Tuple[str, str], Tuple[int, float, float]]] = None) -> pd.DataFrame:
@@ -175,6 +209,7 @@ def table8(rows: pd.DataFrame, paper: Optional[Dict[Tuple[str, str], Tuple[int, 
     t = kss_table(rows, ['size', 'norm'])
     mx = max_lr_by_group(rows, ['size', 'method'])
     t = t.merge(mx.drop(columns=['grid']), on=['size', 'method'], how='left')
+    t = t.merge(best_lr_ppl(rows), on=['size', 'method'], how='left')
     inc = []
     for size, g in mx.groupby('size', sort=False):
         d = {r['method']: r for _, r in g.iterrows()}
@@ -195,7 +230,10 @@ def table8(rows: pd.DataFrame, paper: Optional[Dict[Tuple[str, str], Tuple[int, 
     t['paper_div_of_24'] = [v[0] if v else np.nan for v in vals]
     t['paper_ppl'] = [v[1] if v else np.nan for v in vals]
     t['paper_max_lr'] = [v[2] if v else np.nan for v in vals]
-    t['note'] = [('max LR: ' + n) if isinstance(n, str) and n else '' for n in t['max_lr_note']]
+    t['note'] = ['; '.join(x for x in (('max LR: ' + n) if isinstance(n, str) and n else '',
+                                         '' if pd.isna(reg) or bool(reg) else 'no LR of the grid with ≥ half of the '
+                                         'trials diverged (R-3 of docs/lm-regime.md not met)') if x)
+                 for n, reg in zip(t['max_lr_note'], t['divergence_region'])]
     t = t.drop(columns=['max_lr_note'])
     return _data_last(t)
 
@@ -205,7 +243,7 @@ def table9(rows: pd.DataFrame, paper: Optional[Dict[Tuple[str, str], Tuple[int, 
     with Fisher p, accuracy of converged runs (mean, sd), M≈1 at init and after training; paper columns
     from rksp.experiments.paper.TABLE9."""
     paper = P.TABLE9 if paper is None else paper
-    t = kss_table(rows, ['norm']).drop(columns=['ppl_mean', 'ppl_sd', 'ppl_n'])
+    t = kss_table(rows, ['norm']).drop(columns=['ppl_mean', 'ppl_sd', 'ppl_n', 'unigram_ppl', 'ppl_over_unigram'])
     vals = [paper.get((n, m)) for n, m in zip(t['norm'], t['method'])]
     t.insert(1, 'norm_name', [NORM_NAMES.get(n, n) for n in t['norm']])
     t['paper_div_of_24'] = [v[0] if v else np.nan for v in vals]
@@ -292,7 +330,10 @@ def lm_claims(rows7: pd.DataFrame, rows8: pd.DataFrame, t8: Optional[pd.DataFram
             b = t8[(t8['size'] == r['size']) & (t8['method'] == SCALE_REFERENCE)].iloc[0]
             k = t8[(t8['size'] == r['size']) & (t8['method'] == 'KSS')].iloc[0]
             note = (f"reading {r['max_lr_increase_reading']}; Baseline {b['max_lr_bound']} {b['max_lr']:g}, "
-                    f"KSS {k['max_lr_bound']} {k['max_lr']:g}")
+                    f"KSS {k['max_lr_bound']} {k['max_lr']:g}"
+                    + ''.join(f"; {m}: no LR with ≥ half of the trials diverged (R-3 not met)"
+                              for m, x in ((SCALE_REFERENCE, b), ('KSS', k))
+                              if pd.notna(x.get('divergence_region')) and not bool(x.get('divergence_region'))))
             out.append(Claim.interval(f"T8.max_lr.{slug(r['size'])}",
                                       f"LM (Table 8, {r['size']}): KSS allows a 1.5–2× higher max LR (% increase)",
                                       (50.0, 100.0), ours, ci, notes=note, max_width=100.0,
