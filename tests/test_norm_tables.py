@@ -251,3 +251,14 @@ def test_norm_table_init_column_and_inits_keyed_by_init():
     t = NT.norm_table(pool).set_index('norm')
     assert t.loc['No-Norm', 'init'] == 'gpt2 σ=0.02; normal σ=0.04'
     assert t.loc['No-Norm', 'n_inits'] == 6   # 3 seeds x 2 inits: one init profile each
+
+
+def test_norm_lr_table_reports_survivors_accuracy_per_norm_and_lr():
+    import pandas as pd
+    from rksp.experiments.tables.norms import norm_lr_table
+    pool = pd.DataFrame({'norm': ['pre_ln'] * 4 + ['none'] * 2, 'lr': [1e-3, 1e-3, 1e-2, 1e-2, 1e-3, 1e-3],
+                         'diverged': [0, 0, 1, 0, 1, 1], 'val_acc': [0.2, 0.1, 0.0, 0.05, 0.0, 0.0]})
+    t = norm_lr_table(pool, norms=('pre_ln', 'none')).set_index(['norm', 'lr'])
+    assert t.loc[('Pre-LN', 1e-3), 'acc_pct'] == pytest.approx(15.0) and t.loc[('Pre-LN', 1e-3), 'n_acc'] == 2
+    assert t.loc[('Pre-LN', 1e-2), 'n_div'] == 1 and t.loc[('Pre-LN', 1e-2), 'acc_pct'] == pytest.approx(5.0)
+    assert t.loc[('No-Norm', 1e-3), 'div_pct'] == 100.0 and np.isnan(t.loc[('No-Norm', 1e-3), 'acc_pct'])

@@ -179,6 +179,23 @@ def norm_table(pool: pd.DataFrame, norms: Sequence[str] = NORMS,
     return pd.DataFrame(out)
 
 
+def norm_lr_table(pool: pd.DataFrame, norms: Sequence[str] = NORMS) -> pd.DataFrame:
+    """Table 1 by learning rate (issue 21: does the regime learn?): one row per (norm, lr) with n,
+    diverged k, Div.%, and acc_pct = the mean validation accuracy (%) of the runs that did not
+    diverge (sd, n_acc of them)."""
+    lab = pool.dropna(subset=['diverged'])
+    out = []
+    for norm in norms:
+        g = lab[lab['norm'] == norm]
+        for lr, gl in g.groupby('lr', sort=True):
+            k = int(gl['diverged'].sum())
+            acc = 100.0 * _col(gl[gl['diverged'] == 0], 'val_acc').dropna()
+            out.append({'norm': NORM_NAMES.get(norm, norm), 'lr': float(lr), 'n': len(gl), 'n_div': k,
+                        'div_pct': 100.0 * k / len(gl), 'acc_pct': float(acc.mean()) if len(acc) else NAN,
+                        'acc_pct_sd': float(acc.std(ddof=1)) if len(acc) > 1 else NAN, 'n_acc': int(len(acc))})
+    return pd.DataFrame(out, columns=['norm', 'lr', 'n', 'n_div', 'div_pct', 'acc_pct', 'acc_pct_sd', 'n_acc'])
+
+
 def _inits_used(rows: pd.DataFrame) -> str:
     """'gpt2 σ=0.02' / 'normal σ=0.04' / 'torch' (joined with '; ' when the rows mix inits) for
     the weight init of the rows (the `init` / `init_std` columns of rksp.harness.sweep; '' if absent)."""
