@@ -166,14 +166,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def prefetch(profile: str, executor: str = 'local', dask_address: Optional[str] = None) -> pd.DataFrame:
     """Train (or reuse) every recall run of the profile into the shared cache, with a progress bar:
     the `runs` stage of `make reproduce` and `rksp runs PROFILE`."""
-    refine = bool(plan(profile).get('maxlr_refine'))
-    if refine:   # docs/regime.md Part 5's priority: the normalization sweep, then Table 5 with its bracket rounds
+    t5 = None
+    if plan(profile).get('maxlr_refine'):   # Part 5's priority: the normalization sweep, then Table 5's rounds
         run_labeled(recall_pool(profile), profile, executor=executor, dask_address=dask_address, progress=True)
-        maxlr_runs(profile, executor=executor, dask_address=dask_address, progress=True)
+        t5 = maxlr_runs(profile, executor=executor, dask_address=dask_address, progress=True)
     df = run_labeled(all_recall_configs(profile), profile, executor=executor, dask_address=dask_address,
                      progress=True)
-    if refine:   # the bracket rule's added LRs (all cached by now)
-        t5 = maxlr_runs(profile, executor=executor, dask_address=dask_address)
+    if t5 is not None:   # the LRs the bracket rule added
         df = pd.concat([df, t5[~t5['hash'].isin(df['hash'])]], ignore_index=True)
     print(f"  {df['hash'].nunique()} recall runs in {runs_dir(profile)} "
           f"({df.attrs.get('n_cached', 0)} were cached)", flush=True)

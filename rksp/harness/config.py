@@ -190,6 +190,11 @@ class TrainConfig:
 CHECKS: List[Callable[[TrainConfig], List[str]]] = []
 
 
+def planned_steps(steps: Optional[int], epochs: float, n_train: int, batch_size: int) -> int:
+    """The number of optimizer steps a run takes: `steps`, or ceil(epochs x n_train / batch_size), at least 1."""
+    return int(steps) if steps is not None else max(1, math.ceil(epochs * n_train / batch_size))
+
+
 def add_check(check: Callable[[TrainConfig], List[str]]) -> Callable[[TrainConfig], List[str]]:
     """Register `check(cfg) -> [error, ...]` to run in every `TrainConfig.validate()` (once)."""
     if check not in CHECKS:

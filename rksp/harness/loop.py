@@ -118,7 +118,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rksp.harness.build import TaskData, build_run, derive_seed, init_fields, profile_indices
-from rksp.harness.config import TrainConfig, config_hash
+from rksp.harness.config import TrainConfig, config_hash, planned_steps
 from rksp.harness.hooks import HookList, StepContext, TrainHooks, total_grad_norm
 from rksp.harness.labels import divergence_check, gradient_baselines
 from rksp.harness.record import SCHEMA_VERSION, to_jsonable
@@ -368,7 +368,7 @@ def setup(cfg: TrainConfig, hk: HookList, device: torch.device) -> Run:
     n_params = sum(p.numel() for p in model.parameters())
     params = [p for p in model.parameters() if p.requires_grad]
 
-    steps = cfg.steps if cfg.steps is not None else max(1, math.ceil(cfg.epochs * data.n_train / cfg.batch_size))
+    steps = planned_steps(cfg.steps, cfg.epochs, data.n_train, cfg.batch_size)
     cfg_dict = cfg.to_dict()
     record: Dict[str, Any] = {
         'schema_version': SCHEMA_VERSION, 'status': 'ok', 'hash': config_hash(cfg_dict), 'config': cfg_dict,

@@ -10,7 +10,6 @@ TrainConfig `overrides`, the paper's numbers (`paper`) and other spellings (`ali
 from __future__ import annotations
 
 import copy
-import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -18,7 +17,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from rksp import defaults
 from rksp.errors import ConfigError
-from rksp.harness.config import TrainConfig
+from rksp.harness.config import TrainConfig, planned_steps
 from rksp.harness.registry import resolve_hooks
 from rksp.methods.stabilizers import GENERIC_LAMBDA, GRAD_PENALTY_LAMBDA, Z_LOSS_COEFF
 
@@ -63,7 +62,7 @@ def run_steps(base: Optional[Dict[str, Any]]) -> Optional[int]:
     if isinstance(b.get('steps'), int) and ok(b['steps']):
         return int(b['steps'])
     if b.get('steps') is None and all(ok(b.get(k)) for k in ('epochs', 'n_train', 'batch_size')):
-        return max(1, math.ceil(b['epochs'] * b['n_train'] / b['batch_size']))
+        return planned_steps(None, b['epochs'], b['n_train'], b['batch_size'])
     return None
 
 
