@@ -69,7 +69,7 @@ clean-venv:
 
 help:
 	@echo "make test             unit tests, every notebook at PROFILE=smoke under nbval, smoke tables vs results/smoke (CI)"
-	@echo "make reproduce        regenerate results/\$$(PROFILE)/ (PROFILE=smoke|small|paper|recipe, default small;"
+	@echo "make reproduce        regenerate results/\$$(PROFILE)/ (PROFILE=smoke|small|paper, default small;"
 	@echo "                      EXECUTOR=dask DASK_ADDRESS=tcp://host:8786); small fetches SmolLM2 once (see README);"
 	@echo "                      starts from the committed run records (results/PROFILE/runs.tar.xz), RETRAIN=1 trains all"
 	@echo "make bench            the benchmarks in benchmarks/ (docs/benchmarks.md)"

@@ -74,7 +74,8 @@ DIVERGE_GRAD_NORM = 500.0  # (paper); a non-finite loss or gradient also counts 
 DIV_GRAD = 'task'
 DIV_GRAD_CHOICES = ('task', 'total')
 # (ours, measured) label flips between two CPU kernel sets on the same configs (docs/kernel-sets.md):
-# upper end of the exact 95% interval of the flip rate of the `small` sample in the current regime
+# upper end of the exact 95% interval of the flip rate of the `small` sample in the 200-step C6 regime
+# (`small` before issue 21; not re-measured for the 1,280-step recipe, docs/regime.md Part 7)
 # (C6: 3 of 48 task labels flipped between `default` and `avx512`, Clopper-Pearson upper 0.172; the
 # point estimate 0.0625 would let a verdict that 4-8 flips change pass unmarked). Count-based claims
 # note when that many flips among their runs could change their verdict (rksp.experiments.claims.flip_note).

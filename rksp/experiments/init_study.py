@@ -84,7 +84,7 @@ SIZES: Dict[str, Dict[str, Any]] = {
 
 
 # the study size each reproduction profile runs (notebook 01)
-PROFILE_SIZE = {'smoke': 'smoke', 'small': 'small', 'recipe': 'small', 'paper': 'full'}
+PROFILE_SIZE = {'smoke': 'smoke', 'small': 'small', 'paper': 'full'}
 
 
 def study_configs(size: str = 'full') -> List[Dict[str, Any]]:

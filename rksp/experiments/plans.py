@@ -5,14 +5,20 @@ configs, so the same run (same config hash) is trained once and reused by every 
 it: all associative-recall runs of a profile live in ``results/<profile>/runs/recall``.
 
 * ``smoke``: tiny models and a few steps, so every notebook runs end to end in CI.
-* ``small``: the CPU regime chosen by the rules of docs/regime.md (No-Norm GPT d=64, L=4, plain
-  N(0, 0.04) init (d·σ² of d=256 at σ=0.02), batch 32, 200 steps, 50 warmup steps then a constant
-  LR, the paper's LR band 0.005-0.01; before issue 14: d=64, L=2, GPT-2 init, 20 warmup steps,
-  docs/small-regime.md). The three rows of the headline claims (No control, Grad clip 1.0, KSS
-  α=0.15) get 24 trials (3 LRs x 8 seeds), and so does every normalization of Table 1 (4 LRs x 6
-  seeds); every other method row gets 6 (3 LRs x seeds 42/123), Table 5's grid 2 seeds per LR, the
-  KSS gradient-path ablation 12 per non-default path, so the whole profile fits 90 minutes on
-  2 cores (docs/regime.md, Part 3). Tables print n beside every rate.
+* ``small``: the paper's stated recipe (docs/regime.md Part 5, issue 21) on the CPU-sized model chosen
+  by the rules of docs/regime.md (No-Norm GPT d=64, L=4, plain N(0, 0.04) init (d·σ² of d=256 at
+  σ=0.02)): 5 epochs of the 8,192 training sequences at batch 32 (1,280 steps), 100 linear warmup
+  steps then cosine decay to 0, the paper's LR band 0.005-0.01. The three rows of the headline claims
+  (No control, Grad clip 1.0, KSS α=0.15) get 24 trials (3 LRs x 8 seeds); notebook 13's dose x
+  frequency rows get 12 (3 LRs x 4 seeds) and its practice rows (QK-LayerNorm, z-loss 1e-4) 24; every
+  other method row gets 6 (3 LRs x seeds 42/123). The normalization sweep is 6 norms x 4 LRs x 4 seeds (16 per
+  norm; No-Norm 36 with the band runs, 116 pooled runs). Table 5 has 4 seeds per LR on the sweep's
+  LRs, then the bracket rule (`maxlr_refine`; `runs.maxlr_runs`, `stability.next_bracket_lr`) adds
+  LRs with 4 seeds each until every arm's bracket is within 1.25x. The KSS gradient-path ablation has
+  24 on the default path (the KSS α=0.15 row) and 12 on each other path. 490 distinct recall runs
+  before the bracket rule's (`all_recall_configs`). Before issue 21: 200 steps, 50 warmup steps then
+  a constant LR, 6 seeds per norm and LR, 2 per Table 5 LR (docs/regime.md Part 3); before issue 14:
+  d=64, L=2, GPT-2 init, 20 warmup steps (docs/small-regime.md). Tables print n beside every rate.
 * ``paper``: METHOD.md §8 as far as it is stated (24 trials per method, seeds 42/123/456 then
   1003..., d=256, L=6, 5 epochs with 100 warmup steps); meant for GPUs / Dask clusters. Init: plain
   N(0, 0.02) on every Linear and Embedding (``defaults.PAPER_INIT``; its profile at init is
@@ -75,19 +81,10 @@ PLANS: Dict[str, Dict[str, Any]] = {
         band_lrs=(0.01, 0.05), main_trials=2, other_trials=1,
         norm_lrs=(1e-3, 5e-2), norm_trials=1, maxlr_norms=('pre_ln', 'none'),
         kss_paths=SMALL_KSS_PATHS, kss_path_trials=(1, 1), n_boot=200),
-    # the regime chosen by docs/regime.md (issue 14; candidate C6, the closest to its three rules:
-    # init profile within 0.05 of Table 1, No control 10/12 diverged in the band with pilot seeds,
-    # but the runs that do not diverge do not learn in 200 steps). Before: d=64, L=2, GPT-2 init,
-    # 20 warmup steps (docs/small-regime.md)
+    # the paper's stated recipe (docs/regime.md Part 5, issue 21): 5 epochs of the 8,192 training sequences at
+    # batch 32 (1,280 steps), 100 warmup steps then cosine, on the model docs/regime.md chose (the d·σ² proxy,
+    # candidate C6). Before issue 21: 200 steps, 50 warmup steps then constant (0.8 epoch; docs/regime.md Part 3)
     'small': dict(
-        recall=dict(model_cfg=dict(d_model=64, n_layer=4, n_head=4, **SMALL_GPT_INIT), steps=200,
-                    warmup_steps=50, batch_size=32, n_train=8192, n_val=512, profile_n_snapshots=2048),
-        band_lrs=(0.005, 0.007, 0.01), main_trials=8, other_trials=2,
-        norm_lrs=(1e-3, 3e-3, 1e-2, 3e-2), norm_trials=6, maxlr_norms=('pre_ln', 'rmsnorm', 'none'),
-        maxlr_trials=2, kss_paths=SMALL_KSS_PATHS, kss_path_trials=(8, 4), n_boot=1000),
-    # the paper's stated recipe on the `small` model (docs/regime.md Part 5, issue 21): 5 epochs of 8,192
-    # sequences at batch 32 (1,280 steps), 100 warmup steps then cosine; recall runs only until it replaces `small`
-    'recipe': dict(
         recall=dict(model_cfg=dict(d_model=64, n_layer=4, n_head=4, **SMALL_GPT_INIT), epochs=5,
                     warmup_steps=100, schedule='cosine', batch_size=32, n_train=8192, n_val=512,
                     profile_n_snapshots=2048),
@@ -105,11 +102,6 @@ PLANS: Dict[str, Dict[str, Any]] = {
         maxlr_norms=('pre_ln', 'rmsnorm', 'none'), kss_paths=SMALL_KSS_PATHS, kss_path_trials=(8, 4),
         n_boot=1000),
 }
-
-
-# profiles whose plans cover only the recall notebooks (01-07), their claims (12) and notebook 13; `make
-# reproduce PROFILE=recipe` runs these and no pretrained-profile stage (the LM, ViT and architecture plans are small's)
-RECALL_ONLY_PROFILES = {'recipe': ('01', '02', '03', '04', '05', '06', '07', '12', '13')}
 
 
 def plan(profile: str) -> Dict[str, Any]:

@@ -16,7 +16,7 @@ import pandas as pd
 from rksp.errors import RKSPInputError
 
 ROOT = Path(__file__).resolve().parents[2]
-PROFILES = ("smoke", "small", "paper", "recipe")   # recipe: the paper's stated recipe, being trained (docs/regime.md Part 5)
+PROFILES = ("smoke", "small", "paper")
 
 
 def results_dir(profile: str) -> Path:

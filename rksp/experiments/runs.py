@@ -125,7 +125,8 @@ def save(df: pd.DataFrame, profile: str, name: str) -> pd.DataFrame:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """rksp runs PROFILE [--executor local|dask|serial] [--dask-address A] [--kss-paths]:
-    train every recall run of notebooks 01-07 into the shared cache (resumable); with
+    train every recall run of notebooks 01-07 and 13 (with Table 5's bracket rounds where the plan
+    sets `maxlr_refine`) into the shared cache (resumable); with
     --kss-paths, the KSS gradient-path ablation instead (table kss_paths)."""
     import argparse
     ap = argparse.ArgumentParser(description=main.__doc__)

@@ -45,7 +45,7 @@ import pandas as pd
 # The smoke runs (30 steps, near-threshold LRs) and the small sample give the rate below as the
 # upper end of the exact 95% interval; FLIP_QUANTILE makes a row fail about once in 1000 tables
 # by chance alone.
-FLIP_RATE_BOUND = 0.172   # the current regime's 3/48 (docs/kernel-sets.md; the older samples gave <= 0.159)
+FLIP_RATE_BOUND = 0.172   # the 200-step C6 regime's 3/48 (docs/kernel-sets.md; the older samples gave <= 0.159)
 FLIP_QUANTILE = 0.999
 INIT_ATOL, INIT_RTOL = 1e-4, 1e-3
 KAPPA_LOG10_ATOL = 0.05    # kappa: |log10 fresh - log10 committed| (the argument in the docstring)
