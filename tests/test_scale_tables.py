@@ -81,6 +81,43 @@ def test_lower_bound_with_kss_is_at_least_not_a_value():
     assert ML.table5_claims(pd.DataFrame([r]))[0].verdict == INCONCLUSIVE
 
 
+def test_upper_bound_without_kss_can_refute_never_confirm():
+    # without KSS nothing diverges up to the top (≥ 0.27); with KSS 0.235 is the max stable LR:
+    # the increase is below 100 (0.27 / 0.27 - 1) = 0 % for sure, so +60 % is refuted
+    df = frame(runs('pre_ln', False, {0.09: (4, 0), 0.27: (4, 0)}),
+               runs('pre_ln', True, {0.09: (4, 0), 0.235: (4, 0), 0.27: (4, 3)}))
+    r = ML.maxlr_table(df).iloc[0]
+    assert r['bound_without'] == MLR.BOUND_LOWER and r['bound_with'] == MLR.BOUND_EXACT
+    assert r['increase_reading'] == 'upper bound' and math.isnan(r['increase_pct'])
+    assert r['increase_at_most_pct'] == pytest.approx(100 * (0.235 / 0.27 - 1))
+    assert r['increase_bracket_lo'] == -math.inf and r['increase_bracket_hi'] == pytest.approx(0.0)
+    assert 'increase ≤ -13%' in r['note']
+    c = ML.table5_claims(pd.DataFrame([r]))[0]
+    assert c.verdict == NOT_REPRODUCED and c.size == 'inconsistent'
+    # the mirror case: a one-sided bracket that contains the paper's value is never 'reproduced'
+    df = frame(runs('rmsnorm', False, {1e-3: (5, 0), 2e-3: (5, 4)}),
+               runs('rmsnorm', True, {1e-3: (5, 0), 2e-3: (5, 0)}))
+    r = ML.maxlr_table(df).iloc[0]
+    assert r['increase_reading'] == 'lower bound' and r['increase_bracket_hi'] == math.inf
+    assert r['increase_bracket_lo'] == pytest.approx(0.0)
+    c = ML.table5_claims(pd.DataFrame([r]))[0]
+    assert c.paper_value == 67.0 and c.verdict == INCONCLUSIVE and 'CI width' in c.rule
+    # ... and one that lies wholly above it refutes it as well (a symmetric rule)
+    df = frame(runs('rmsnorm', False, {1e-3: (5, 0), 1.5e-3: (5, 4), 4e-3: (5, 4)}),
+               runs('rmsnorm', True, {1e-3: (5, 0), 4e-3: (5, 0)}))
+    r = ML.maxlr_table(df).iloc[0]
+    assert r['increase_reading'] == 'lower bound'
+    assert r['increase_bracket_lo'] == pytest.approx(100 * (4e-3 / 1.5e-3 - 1))
+    assert ML.table5_claims(pd.DataFrame([r]))[0].verdict == NOT_REPRODUCED
+
+
+def test_both_bounds_stay_undetermined():
+    assert MLR.increase_bracket(0.27, 0.27, [0.09, 0.27])['reading'] == 'undetermined'
+    v, ci = MLR.increase_for_claim(float('nan'), 'undetermined', float('nan'), float('nan'),
+                                   float('nan'), float('nan'))
+    assert math.isnan(v) and ci is None
+
+
 def test_readings_differ_and_nothing_stable():
     # 2e-3 unstable between stable LRs: max 5e-3, contiguous 1e-3
     df = frame(runs('none', False, {1e-3: (5, 0), 2e-3: (5, 1), 5e-3: (5, 0), 8e-3: (5, 3)}),

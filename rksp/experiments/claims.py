@@ -122,14 +122,14 @@ def _float(x: Any) -> float:
 
 
 def _ci(ci: Any) -> tuple[float, float] | None:
-    """A usable (lo, hi) with finite ends, or None."""
+    """A usable (lo, hi), or None: no NaN end, at most one infinite end (a one-sided bound)."""
     if ci is None:
         return None
     try:
         lo, hi = (float(v) for v in ci)
     except (TypeError, ValueError):
         return None
-    if not (math.isfinite(lo) and math.isfinite(hi)):
+    if math.isnan(lo) or math.isnan(hi) or (math.isinf(lo) and math.isinf(hi)):
         return None
     return (lo, hi) if lo <= hi else (hi, lo)
 

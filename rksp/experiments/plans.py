@@ -11,12 +11,12 @@ it: all associative-recall runs of a profile live in ``results/<profile>/runs/re
   steps then cosine decay to 0, the paper's LR band 0.005-0.01. The three rows of the headline claims
   (No control, Grad clip 1.0, KSS α=0.15) get 24 trials (3 LRs x 8 seeds); notebook 13's dose x
   frequency rows get 12 (3 LRs x 4 seeds) and its practice rows (QK-LayerNorm, z-loss 1e-4) 24; every
-  other method row gets 6 (3 LRs x seeds 42/123). The normalization sweep is 6 norms x 4 LRs x 4 seeds (16 per
+  other method row gets 3 (3 LRs x seed 42: the first cut of Part 5's rule). The normalization sweep is 6 norms x 4 LRs x 4 seeds (16 per
   norm; No-Norm 36 with the band runs, 116 pooled runs). Table 5 has 4 seeds per LR on the sweep's
   LRs, then the bracket rule (`maxlr_refine`; `runs.maxlr_runs`, `stability.next_bracket_lr`) adds
   LRs with 4 seeds each until every arm's bracket is within 1.25x. The KSS gradient-path ablation has
-  24 on the default path (the KSS α=0.15 row) and 12 on each other path. 490 distinct recall runs
-  before the bracket rule's (`all_recall_configs`). Before issue 21: 200 steps, 50 warmup steps then
+  24 on the default path (the KSS α=0.15 row) and 12 on each other path. 421 distinct recall runs
+  before the bracket rule's (`all_recall_configs`), 497 with them. Before issue 21: 200 steps, 50 warmup steps then
   a constant LR, 6 seeds per norm and LR, 2 per Table 5 LR (docs/regime.md Part 3); before issue 14:
   d=64, L=2, GPT-2 init, 20 warmup steps (docs/small-regime.md). Tables print n beside every rate.
 * ``paper``: METHOD.md §8 as far as it is stated (24 trials per method, seeds 42/123/456 then

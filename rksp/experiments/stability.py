@@ -51,7 +51,7 @@ from rksp.errors import ConfigError
 from rksp.harness.config import TrainConfig
 
 __all__ = ['max_stable_lr', 'divergence_table', 'pick_max_stable_lr', 'lr_increase', 'trial_seeds',
-           'stability_configs', 'compare_max_lr', 'is_stable', 'max_lr_summary', 'increase_bracket', 'grid_bound',
+           'stability_configs', 'compare_max_lr', 'is_stable', 'max_lr_summary', 'increase_bracket', 'increase_for_claim', 'grid_bound',
            'BOUND_EXACT', 'BOUND_LOWER', 'BOUND_UPPER']
 
 _TABLE_COLUMNS = ['lr', 'n', 'n_diverged', 'div_rate', 'stable', 'n_failed']
@@ -236,21 +236,40 @@ def increase_bracket(without: Optional[float], with_: Optional[float], lrs_witho
 
     The true max stable LR lies in [v, next grid LR above v): so the true increase lies in
     (100 (w / next(u) - 1), 100 (next(w) / u - 1)) for u = without, w = with. `reading`:
-    'exact' (both measured), 'lower bound' (without measured, with ≥ top of grid: the increase is
-    at least `increase_pct`), 'undetermined' (without ≥ top of grid, or no stable LR on a side).
+    'exact' (both measured), 'lower bound' (without measured, with ≥ top of grid: the bracket is
+    (100 (w / next(u) - 1), +inf) and `at_least` the grid reading 100 (w / u - 1)), 'upper bound'
+    (without ≥ top of grid, with measured: the bracket is (-inf, 100 (next(w) / u - 1)) and
+    `at_most` the grid reading), 'undetermined' (both ≥ top of grid, or no stable LR on a side).
     The increase is NaN unless 'exact' (a bound is never reported as a value)."""
     lrs_with = lrs_without if lrs_with is None else lrs_with
     bw, bk = grid_bound(without, lrs_without), grid_bound(with_, lrs_with)
-    nan = float('nan')
+    nan, inf = float('nan'), float('inf')
+    out = dict(increase_pct=nan, bracket_lo=nan, bracket_hi=nan, reading='undetermined', at_least=nan, at_most=nan)
     if bw == BOUND_EXACT and bk == BOUND_EXACT:
-        inc = lr_increase(without, with_)
-        lo = 100.0 * (float(with_) / next_grid_lr(without, lrs_without) - 1.0)
-        hi = 100.0 * (next_grid_lr(with_, lrs_with) / float(without) - 1.0)
-        return dict(increase_pct=inc, bracket_lo=lo, bracket_hi=hi, reading='exact', at_least=nan)
-    if bw == BOUND_EXACT and bk == BOUND_LOWER:
-        return dict(increase_pct=nan, bracket_lo=nan, bracket_hi=nan, reading='lower bound',
-                    at_least=lr_increase(without, with_))
-    return dict(increase_pct=nan, bracket_lo=nan, bracket_hi=nan, reading='undetermined', at_least=nan)
+        out.update(increase_pct=lr_increase(without, with_), reading='exact',
+                   bracket_lo=100.0 * (float(with_) / next_grid_lr(without, lrs_without) - 1.0),
+                   bracket_hi=100.0 * (next_grid_lr(with_, lrs_with) / float(without) - 1.0))
+    elif bw == BOUND_EXACT and bk == BOUND_LOWER:
+        out.update(reading='lower bound', at_least=lr_increase(without, with_), bracket_hi=inf,
+                   bracket_lo=100.0 * (float(with_) / next_grid_lr(without, lrs_without) - 1.0))
+    elif bw == BOUND_LOWER and bk == BOUND_EXACT:
+        out.update(reading='upper bound', at_most=lr_increase(without, with_), bracket_lo=-inf,
+                   bracket_hi=100.0 * (next_grid_lr(with_, lrs_with) / float(without) - 1.0))
+    return out
+
+
+def increase_for_claim(increase_pct: float, reading: str, at_least: float, at_most: float,
+                       bracket_lo: float, bracket_hi: float) -> Tuple[float, Optional[Tuple[float, float]]]:
+    """(value, CI) of the max-stable-LR increase for a value claim: the exact increase with its grid
+    bracket; for a one-sided reading the grid reading with its one-sided bracket (an infinite end,
+    so the claim can be 'not reproduced' when the bound excludes the paper, never 'reproduced');
+    (NaN, None) when undetermined."""
+    if reading == 'exact':
+        return float(increase_pct), (float(bracket_lo), float(bracket_hi))
+    if reading in ('lower bound', 'upper bound'):
+        v = at_least if reading == 'lower bound' else at_most
+        return float(v), (float(bracket_lo), float(bracket_hi))
+    return float('nan'), None
 
 
 def max_lr_summary(runs: pd.DataFrame, threshold: float = defaults.MAX_LR_DIVERGENCE) -> Dict[str, Any]:

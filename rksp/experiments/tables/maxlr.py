@@ -21,7 +21,7 @@ from rksp.defaults import MAX_LR_DIVERGENCE
 from rksp.experiments import paper as P
 from rksp.experiments.claims import Claim
 from rksp.experiments.stability import (BOUND_LOWER, BOUND_UPPER, divergence_table, fmt_lr, increase_bracket,
-                                        max_lr_summary)
+                                        increase_for_claim, max_lr_summary)
 from rksp.experiments.stats import fisher_exact, wilson
 from rksp.experiments.tables.common import data_used, dedupe_runs, ok_runs
 from rksp.models.gpt import NORM_NAMES
@@ -92,7 +92,9 @@ def maxlr_table(rows: pd.DataFrame, norms: Optional[Sequence[str]] = None,
             else increase_bracket(None, None, [1.0])
         notes = [x for x in (bound_note('without KSS', s0), bound_note('with KSS', s1)) if x]
         if inc['reading'] == 'lower bound':
-            notes.append(f"increase ≥ {inc['at_least']:+.0f}% (a lower bound)")
+            notes.append(f"increase ≥ {inc['at_least']:+.0f}% (a lower bound; above {inc['bracket_lo']:+.0f}% for sure)")
+        elif inc['reading'] == 'upper bound':
+            notes.append(f"increase ≤ {inc['at_most']:+.0f}% (an upper bound; below {inc['bracket_hi']:+.0f}% for sure)")
         elif inc['reading'] == 'undetermined':
             notes.append("increase not measurable on this grid")
         pw, pk, pi = paper.get(norm, (float('nan'),) * 3)
@@ -102,7 +104,7 @@ def maxlr_table(rows: pd.DataFrame, norms: Optional[Sequence[str]] = None,
             'max_lr_without': none_to_nan(s0['max_lr']), 'bound_without': s0['bound'],
             'max_lr_with': none_to_nan(s1['max_lr']), 'bound_with': s1['bound'],
             'increase_pct': inc['increase_pct'], 'increase_reading': inc['reading'],
-            'increase_at_least_pct': inc['at_least'],
+            'increase_at_least_pct': inc['at_least'], 'increase_at_most_pct': inc['at_most'],
             'increase_bracket_lo': inc['bracket_lo'], 'increase_bracket_hi': inc['bracket_hi'],
             'max_lr_contig_without': none_to_nan(s0['max_lr_contiguous']), 'bound_contig_without': s0['bound_contiguous'],
             'max_lr_contig_with': none_to_nan(s1['max_lr_contiguous']), 'bound_contig_with': s1['bound_contiguous'],
@@ -117,14 +119,20 @@ def table5_claims(t5: pd.DataFrame, max_width: float = 100.0) -> List[Claim]:
     """Per norm: "KSS raises the max stable LR" by Table 5's amount for that norm (+60 / +67 / +150 %).
     A value claim on our increase with its grid bracket as the CI: the paper's per-norm increase must
     lie in the bracket (rounding tolerance aside); inconclusive when the bracket is wider than
-    ``max_width`` points and whenever a max LR is only a bound of the grid (the increase is NaN)."""
+    ``max_width`` points. Where one max LR is only a bound of the grid the bracket is one-sided
+    (`increase_for_claim`): it can exclude the paper's value (not reproduced), never confirm it;
+    with both max LRs bounds (or none stable) the claim is inconclusive."""
     out = []
     for _, r in t5.iterrows():
-        ours = r['increase_pct']
-        ci = (r['increase_bracket_lo'], r['increase_bracket_hi']) if np.isfinite(ours) else None
+        ours, ci = increase_for_claim(r['increase_pct'], r['increase_reading'], r['increase_at_least_pct'],
+                                      r.get('increase_at_most_pct', float('nan')),
+                                      r['increase_bracket_lo'], r['increase_bracket_hi'])
+        bound = {'lower bound': f", ≥ {r['increase_at_least_pct']:+.0f}%",
+                 'upper bound': f", ≤ {r.get('increase_at_most_pct', float('nan')):+.0f}%"}
         note = (f"paper {r['norm']}: {r['paper_increase_pct']:+.0f}%; ours: reading {r['increase_reading']}"
-                + (f", ≥ {r['increase_at_least_pct']:+.0f}%" if r['increase_reading'] == 'lower bound' else '')
-                + f"; contiguous reading {r['increase_contig_reading']} ({r['increase_contig_pct']:+.0f}%)"
+                + bound.get(r['increase_reading'], '')
+                + f"; contiguous reading {r['increase_contig_reading']}"
+                + (f" ({r['increase_contig_pct']:+.0f}%)" if np.isfinite(r['increase_contig_pct']) else '')
                 + (f"; {r['note']}" if r['note'] else ''))
         out.append(Claim.interval(f"T5.lr_increase.{r['norm_key']}",
                                   f"{r['norm']}: KSS raises the max stable LR by {r['paper_increase_pct']:+.0f}% (Table 5)",

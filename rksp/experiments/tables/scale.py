@@ -24,7 +24,7 @@ from rksp import defaults
 from rksp.experiments import paper as P
 from rksp.experiments.claims import Claim, counts_direction_claim
 from rksp.experiments.plans import SCALE_REFERENCE, SCALE_ROWS
-from rksp.experiments.stability import fmt_lr, increase_bracket, max_lr_summary
+from rksp.experiments.stability import fmt_lr, increase_bracket, increase_for_claim, max_lr_summary
 from rksp.experiments.stats import rate_difference
 from rksp.experiments.tables.common import ok_runs, slug, stand_in_reason
 from rksp.experiments.tables.maxlr import bound_note, none_to_nan
@@ -219,7 +219,8 @@ def table8(rows: pd.DataFrame, paper: Optional[Dict[Tuple[str, str], Tuple[int, 
                                   None if np.isnan(k['max_lr']) else k['max_lr'], b['grid'], k['grid'])
             inc.append({'size': size, 'max_lr_increase_pct': ib['increase_pct'],
                         'max_lr_increase_reading': ib['reading'], 'max_lr_increase_bracket_lo': ib['bracket_lo'],
-                        'max_lr_increase_bracket_hi': ib['bracket_hi']})
+                        'max_lr_increase_bracket_hi': ib['bracket_hi'],
+                        'max_lr_increase_at_least_pct': ib['at_least'], 'max_lr_increase_at_most_pct': ib['at_most']})
     if inc:
         t = t.merge(pd.DataFrame(inc), on='size', how='left')
     paper_sizes = list(dict.fromkeys(s for s, _ in paper))
@@ -325,8 +326,10 @@ def lm_claims(rows7: pd.DataFrame, rows8: pd.DataFrame, t8: Optional[pd.DataFram
     if t8 is not None and 'max_lr_increase_pct' in t8:
         first = t8.drop_duplicates('size')
         for _, r in first.iterrows():
-            ours = r['max_lr_increase_pct']
-            ci = (r['max_lr_increase_bracket_lo'], r['max_lr_increase_bracket_hi']) if np.isfinite(ours) else None
+            ours, ci = increase_for_claim(r['max_lr_increase_pct'], r['max_lr_increase_reading'],
+                                          r.get('max_lr_increase_at_least_pct', np.nan),
+                                          r.get('max_lr_increase_at_most_pct', np.nan),
+                                          r['max_lr_increase_bracket_lo'], r['max_lr_increase_bracket_hi'])
             b = t8[(t8['size'] == r['size']) & (t8['method'] == SCALE_REFERENCE)].iloc[0]
             k = t8[(t8['size'] == r['size']) & (t8['method'] == 'KSS')].iloc[0]
             note = (f"reading {r['max_lr_increase_reading']}; Baseline {b['max_lr_bound']} {b['max_lr']:g}, "
