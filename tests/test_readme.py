@@ -175,6 +175,28 @@ def test_front_page_tolerates_new_verdicts_columns_and_missing_ids(tmp_path):
     assert readme.read_text(encoding="utf-8").endswith(f"{fp.END}\ntail\n")
 
 
+def test_front_page_reports_delay_beside_prevention(tmp_path):
+    from rksp.experiments import front_page as fp
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "claims.csv").write_text("id,claim,paper,ours,ci,verdict,rule,notes\n", encoding="utf-8")
+    head = ("method,label,n_runs,n_events,median_step,median_ci_lo,median_ci_hi,hr,hr_ci_lo,hr_ci_hi,"
+            "n_later,n_earlier,paired_p")
+    rows = [head,
+            "No control,task-gradient label (harness default),24,24,116,97,134,,,,,,",
+            "KSS α=0.15,task-gradient label (harness default),24,24,136,107,165,0.59,0.33,1.07,21,3,0.00025",
+            "Grad clip 1.0,task-gradient label (harness default),24,13,148,106,,0.34,0.17,0.68,11,12,0.6",
+            "KSS α=0.15,total-gradient label,24,24,1,1,1,9,9,9,0,24,0.0001"]
+    (tmp_path / "tables" / "table3_time_to_divergence.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    md = fp.at_a_glance(tmp_path)
+    assert "KSS α=0.15 diverged in 24/24, median step 136 [107, 165], hazard ratio 0.59" in md
+    assert "later in 21 and earlier in 3 (LR, seed) pairs (p 0.00025): it delays divergence" in md
+    # significant but more pairs earlier, or not significant: no delay is claimed
+    assert "median step 148 [106, not reached]" in md and "(p 0.6): no detectable delay" in md
+    assert "hazard ratio 9" not in md                           # the task-gradient label only
+    (tmp_path / "tables" / "table3_time_to_divergence.csv").write_text(head + "\n", encoding="utf-8")
+    assert "Time to divergence" not in fp.at_a_glance(tmp_path)  # no reference row, no sentence
+
+
 # ------------------------------------------------------------------------------------ consistency
 
 def test_every_make_target_is_in_make_help():

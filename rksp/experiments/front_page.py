@@ -8,7 +8,7 @@ The block sits between ``<!-- at-a-glance:begin -->`` and ``<!-- at-a-glance:end
 README.md. It is built from ``results/small/claims.csv`` (the headline claims picked by id in
 :data:`HEADLINE`, ids missing from the file are skipped; the verdict counts, whatever verdict
 values occur) and ``results/small/tables/table2_predictors.csv`` (the normalization-only
-baseline). Optional claims columns (``p_adjusted``) are shown when present. After regenerating
+baseline) and ``table3_time_to_divergence.csv`` (delay vs prevention, task-gradient label). Optional claims columns (``p_adjusted``) are shown when present. After regenerating
 the claims (``make reproduce``), run ``rksp readme``; ``tests/test_readme.py`` fails until then.
 """
 from __future__ import annotations
@@ -51,6 +51,9 @@ CONTEXT_PREDICTORS = [
     ("Normalization identity (one-hot), CV logistic", "the normalization's identity alone"),
     ("M≈1 at init + normalization one-hot", "M≈1 plus the normalization"),
 ]
+# rows of table3_time_to_divergence.csv quoted under the table (task-gradient label), the reference first
+DELAY_ROWS = ["No control", "KSS α=0.15", "Grad clip 1.0"]
+DELAY_ALPHA = 0.05   # the paired test's level for the words "diverged later"
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -141,9 +144,9 @@ def at_a_glance(results: str | Path = RESULTS) -> str:
                      f"{_md(_fmt_cell(r.get('ours')))} | {_md(_fmt_cell(r.get('ci')))} | {crit}"
                      f"{_md((r.get('verdict') or '').strip())} | {_md(_detail(r))} |")
     lines.append("")
-    ctx = _context(results)
-    if ctx:
-        lines += [ctx, ""]
+    for ctx in (_context(results), _delay(results)):
+        if ctx:
+            lines += [ctx, ""]
     counts = _verdict_counts(claims)
     listed = ", ".join(f"{n} {v}" for v, n in counts)
     lines.append(f"**All {len(claims)} claims:** {listed}. "
@@ -178,6 +181,44 @@ def _context(results: Path) -> str:
         text += (" M≈1's AUROC lies inside the normalization-only interval: here it adds nothing "
                  "detectable to knowing the normalization.")
     return text
+
+
+def _ci_txt(lo, hi) -> str:
+    if lo is None:
+        return ""
+    return f" [{_fmt(lo)}, {_fmt(hi) if hi is not None else 'not reached'}]"
+
+
+def _delay(results: Path) -> str:
+    """Delay beside prevention (Table 3's time to divergence): per row of DELAY_ROWS its divergences,
+    Kaplan-Meier median step, hazard ratio and paired (LR, seed) sign-flip test against the first."""
+    path = results / "tables" / "table3_time_to_divergence.csv"
+    if not path.exists():
+        return ""
+    rows = {r.get("method"): r for r in _read_csv(path) if (r.get("label") or "").startswith("task")}
+    if DELAY_ROWS[0] not in rows:
+        return ""
+    parts = []
+    for i, name in enumerate(DELAY_ROWS):
+        r = rows.get(name)
+        if r is None:
+            continue
+        med = _num(r.get("median_step"))
+        t = (f"{name} diverged in {r.get('n_events')}/{r.get('n_runs')}, median step "
+             + (_fmt(med) + _ci_txt(_num(r.get("median_ci_lo")), _num(r.get("median_ci_hi"))) if med is not None
+                else "not reached"))
+        hr, p = _num(r.get("hr")), _num(r.get("paired_p"))
+        if i and hr is not None:
+            t += f", hazard ratio {_fmt(hr)}{_ci_txt(_num(r.get('hr_ci_lo')), _num(r.get('hr_ci_hi')))}"
+        if i and p is not None:
+            later, earlier = _num(r.get("n_later")), _num(r.get("n_earlier"))
+            t += f", later in {_fmt(later)} and earlier in {_fmt(earlier)} (LR, seed) pairs (p {_fmt(p)})"
+            delays = p < DELAY_ALPHA and (later or 0) > (earlier or 0)
+            t += ": it delays divergence" if delays else ": no detectable delay"
+        parts.append(t)
+    return (f"Time to divergence (`{_relpath(path)}`, task-gradient label, Kaplan–Meier; a delay is not "
+            "a prevention, which the Div.% rows judge): "
+            + "; ".join(parts) + ".")
 
 
 def _relpath(p: Path) -> str:
