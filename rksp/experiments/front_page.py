@@ -8,8 +8,9 @@ The block sits between ``<!-- at-a-glance:begin -->`` and ``<!-- at-a-glance:end
 README.md. It is built from ``results/small/claims.csv`` (the headline claims picked by id in
 :data:`HEADLINE`, ids missing from the file are skipped; the verdict counts, whatever verdict
 values occur) and ``results/small/tables/table2_predictors.csv`` (the normalization-only
-baseline) and ``table3_time_to_divergence.csv`` (delay vs prevention, task-gradient label). Optional claims columns (``p_adjusted``) are shown when present. After regenerating
-the claims (``make reproduce``), run ``rksp readme``; ``tests/test_readme.py`` fails until then.
+baseline) and ``table3_time_to_divergence.csv`` (delay beside prevention, task-gradient label).
+Optional claims columns (``p_adjusted``) are shown when present. After regenerating the claims
+(``make reproduce``), run ``rksp readme``; ``tests/test_readme.py`` fails until then.
 """
 from __future__ import annotations
 

@@ -51,8 +51,8 @@ from rksp.errors import ConfigError
 from rksp.harness.config import TrainConfig
 
 __all__ = ['max_stable_lr', 'divergence_table', 'pick_max_stable_lr', 'lr_increase', 'trial_seeds',
-           'stability_configs', 'compare_max_lr', 'is_stable', 'max_lr_summary', 'increase_bracket', 'increase_for_claim', 'grid_bound',
-           'BOUND_EXACT', 'BOUND_LOWER', 'BOUND_UPPER']
+           'stability_configs', 'compare_max_lr', 'is_stable', 'max_lr_summary', 'increase_bracket',
+           'increase_for_claim', 'grid_bound', 'BOUND_EXACT', 'BOUND_LOWER', 'BOUND_UPPER']
 
 _TABLE_COLUMNS = ['lr', 'n', 'n_diverged', 'div_rate', 'stable', 'n_failed']
 

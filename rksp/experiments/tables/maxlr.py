@@ -92,9 +92,11 @@ def maxlr_table(rows: pd.DataFrame, norms: Optional[Sequence[str]] = None,
             else increase_bracket(None, None, [1.0])
         notes = [x for x in (bound_note('without KSS', s0), bound_note('with KSS', s1)) if x]
         if inc['reading'] == 'lower bound':
-            notes.append(f"increase ≥ {inc['at_least']:+.0f}% (a lower bound; above {inc['bracket_lo']:+.0f}% for sure)")
+            notes.append(f"increase ≥ {inc['at_least']:+.0f}% (a lower bound; "
+                         f"above {inc['bracket_lo']:+.0f}% for sure)")
         elif inc['reading'] == 'upper bound':
-            notes.append(f"increase ≤ {inc['at_most']:+.0f}% (an upper bound; below {inc['bracket_hi']:+.0f}% for sure)")
+            notes.append(f"increase ≤ {inc['at_most']:+.0f}% (an upper bound; "
+                         f"below {inc['bracket_hi']:+.0f}% for sure)")
         elif inc['reading'] == 'undetermined':
             notes.append("increase not measurable on this grid")
         pw, pk, pi = paper.get(norm, (float('nan'),) * 3)
